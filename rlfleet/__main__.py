@@ -1,0 +1,3 @@
+from rlfleet.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,140 @@
+"""R2D2 loss and update (Kapturowski et al. 2019), top to bottom:
+
+1. unroll online and target nets from the stored state; burn-in without gradient (Sec. 3);
+2. n-step double-Q targets with value rescaling h (Sec. 2, Pohlen et al. 2018, Eq. 2-3);
+3. squared TD error on the trace, importance weighted per sequence (Schaul et al. 2016);
+4. priorities p = eta max|d| + (1 - eta) mean|d| (Sec. 2);
+5. Adam step with gradient-norm clipping; hard target copy every `target_update_period` updates.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+from rlfleet.algorithms.r2d2.config import R2D2Config
+from rlfleet.algorithms.r2d2.networks import R2D2Network
+from rlfleet.platform import batch as B
+
+
+def value_rescale(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """h(x) = sign(x) (sqrt(|x| + 1) - 1) + eps x."""
+    return torch.sign(x) * (torch.sqrt(torch.abs(x) + 1.0) - 1.0) + eps * x
+
+
+def inverse_value_rescale(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """h^-1(x) = sign(x) (((sqrt(1 + 4 eps (|x| + 1 + eps)) - 1) / (2 eps))^2 - 1)."""
+    return torch.sign(x) * (
+        torch.square((torch.sqrt(1.0 + 4.0 * eps * (torch.abs(x) + 1.0 + eps)) - 1.0) / (2.0 * eps)) - 1.0)
+
+
+def n_step_double_q_targets(q_online: torch.Tensor, q_target: torch.Tensor, reward: torch.Tensor,
+                            terminal: torch.Tensor, mask: torch.Tensor, n: int, gamma: float,
+                            rescale: bool = True, eps: float = 1e-3) -> torch.Tensor:
+    """y_t = h( sum_{k<n'} gamma^k r_{t+k} + [no terminal] gamma^n' h^-1(Q_tgt(s_{t+n'}, argmax_a Q_on(s_{t+n'}, a))) ).
+
+    q_online, q_target: [B, T+1, A] over the T steps and the bootstrap input T.
+    reward, terminal, mask: [B, T]. n' = min(n, steps left before the terminal or the sequence's
+    last valid step); the sum stops at a terminal and nothing is bootstrapped past it.
+    Returns [B, T] (entries at padded steps are meaningless and must be masked).
+    """
+    b, t = reward.shape
+    q_boot = q_target.gather(-1, q_online.argmax(-1, keepdim=True)).squeeze(-1)  # [B, T+1]
+    if rescale:
+        q_boot = inverse_value_rescale(q_boot, eps)
+    ret = torch.zeros_like(reward)
+    discount = torch.ones_like(reward)  # gamma^(steps summed so far)
+    terminated = torch.zeros_like(reward)  # a terminal occurred among the summed steps
+    active = mask.clone()  # still summing rewards for target t
+    steps = torch.zeros(b, t, dtype=torch.long, device=reward.device)
+    for k in range(n):
+        idx = torch.arange(t, device=reward.device) + k
+        inside = (idx < t).to(reward.dtype)
+        idx = idx.clamp(max=t - 1)
+        valid = active * inside * mask[:, idx]
+        ret = ret + valid * discount * reward[:, idx]
+        discount = torch.where(valid > 0, discount * gamma, discount)
+        steps = steps + valid.long()
+        terminated = terminated + valid * terminal[:, idx]
+        active = valid * (1.0 - terminal[:, idx])  # stops at a terminal or at the sequence end
+    boot_idx = torch.arange(t, device=reward.device).unsqueeze(0) + steps
+    bootstrap = q_boot.gather(1, boot_idx)
+    y = ret + discount * (1.0 - terminated) * bootstrap
+    return value_rescale(y, eps) if rescale else y
+
+
+def sequence_priorities(td: torch.Tensor, mask: torch.Tensor, eta: float) -> torch.Tensor:
+    """p_i = eta max_t |d_t| + (1 - eta) mean_t |d_t| over the valid trace steps of sequence i."""
+    abs_td = td.abs() * mask
+    count = mask.sum(1).clamp(min=1.0)
+    return eta * abs_td.max(1).values + (1.0 - eta) * abs_td.sum(1) / count
+
+
+class R2D2Learner:
+    """Owns the online/target networks and optimizer; `update` is one gradient step on a batch."""
+
+    def __init__(self, cfg: R2D2Config, env_spec, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.online = R2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg).to(self.device)
+        self.target = copy.deepcopy(self.online).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.num_updates = 0
+
+    def _start_state(self, batch: dict, batch_size: int) -> tuple:
+        keys = B.state_keys(batch)
+        if self.cfg.stored_state and keys:
+            return tuple(batch[k] for k in keys)
+        return self.online.initial_state(batch_size, self.device)
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        cfg = self.cfg
+        obs, prev_a, prev_r = batch[B.OBS], batch[B.PREV_ACTION], batch[B.PREV_REWARD]
+        bsz, l = prev_a.shape[0], cfg.burn_in
+        state = self._start_state(batch, bsz)
+        with torch.no_grad():
+            # Burn-in: the online net only warms its state; the target net unrolls everything.
+            q_tgt, _ = self.target.unroll(obs, prev_a, prev_r, state)
+            if l > 0:
+                _, state = self.online.unroll(obs[:, :l], prev_a[:, :l], prev_r[:, :l], state)
+        q_on, _ = self.online.unroll(obs[:, l:], prev_a[:, l:], prev_r[:, l:], tuple(s.detach() for s in state))
+        q_tgt = q_tgt[:, l:]
+        action, reward = batch[B.ACTION][:, l:], batch[B.REWARD][:, l:]
+        terminal, mask = batch[B.TERMINAL][:, l:], batch[B.MASK][:, l:]
+        with torch.no_grad():
+            y = n_step_double_q_targets(q_on.detach(), q_tgt, reward, terminal, mask, cfg.n_step, cfg.gamma,
+                                        cfg.value_rescaling, cfg.rescale_eps)
+        q_taken = q_on[:, :-1].gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        td = (q_taken - y) * mask
+        per_seq = 0.5 * td.square().sum(1) / mask.sum(1).clamp(min=1.0)
+        loss = (batch[B.WEIGHT] * per_seq).mean()
+        priorities = sequence_priorities(td.detach(), mask, cfg.priority_eta)
+        stats = {"loss": loss.detach(), "q_mean": (q_taken.detach() * mask).sum() / mask.sum().clamp(min=1.0),
+                 "td_abs": td.detach().abs().sum() / mask.sum().clamp(min=1.0)}
+        return loss, priorities, stats
+
+    def update(self, batch: dict) -> tuple[np.ndarray, dict]:
+        loss, priorities, stats = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        if self.num_updates % self.cfg.target_update_period == 0:
+            self.target.load_state_dict(self.online.state_dict())
+        stats["grad_norm"] = grad_norm
+        return priorities.cpu().numpy(), {k: float(v) for k, v in stats.items()}
+
+    def acting_weights(self) -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"online": self.online.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])

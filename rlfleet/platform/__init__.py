@@ -1,0 +1,1 @@
+"""Algorithm-agnostic runtime: runners, replay shards, learner, driver, registry, config."""

@@ -1,0 +1,207 @@
+"""Experiment configuration: one YAML file = one experiment, validated into strict pydantic models.
+
+Errors name the file, the key path and the closest valid key; the CLI prints them as one line.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from rlfleet.platform.errors import UserError, did_you_mean
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class EnvConfig(Strict):
+    id: str = Field(description="registered env name, e.g. gym:CartPole-v1")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the env factory")
+    observation_mask: Optional[list[int]] = Field(
+        None, description="keep only these observation indices (memory tasks from ordinary envs)")
+    vectorization: Literal["none", "sync"] = Field(
+        "none", description="'sync' runs the envs of a runner in a gymnasium SyncVectorEnv (NEXT_STEP autoreset)")
+
+
+class RunnersConfig(Strict):
+    num_runners: int = Field(2, ge=1)
+    envs_per_runner: int = Field(8, ge=1, description="envs stepped together, one forward pass per step")
+    num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per runner actor")
+    weight_sync_interval: int = Field(400, ge=1, description="runner env steps between weight pulls")
+    ship_interval: int = Field(64, ge=1, description="runner steps between shipments of sequences to replay")
+    epsilon_base: float = Field(0.4, gt=0, le=1, description="Ape-X eps_i = base^(1 + alpha*i/(N-1))")
+    epsilon_alpha: float = Field(7.0, ge=0)
+    max_restarts: int = Field(100, ge=0, description="dead runners replaced at most this many times")
+
+
+class ReplayConfig(Strict):
+    num_shards: int = Field(1, ge=1)
+    capacity: int = Field(100_000, ge=1, description="sequences, over all shards")
+    alpha: float = Field(0.9, ge=0, description="priority exponent")
+    beta: float = Field(0.6, ge=0, description="importance-sampling exponent")
+    min_size: int = Field(100, ge=1, description="sequences per shard before sampling starts")
+    samples_per_insert: Optional[float] = Field(
+        None, gt=0, description="sequences sampled per sequence inserted (None = no limit)")
+    error_buffer: float = Field(
+        500.0, gt=0, description="tolerated deviation from samples_per_insert, in sampled sequences")
+    num_cpus: float = Field(0.25, gt=0)
+
+
+class LearnerConfig(Strict):
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    num_cpus: float = Field(1.0, gt=0)
+    num_gpus: float = Field(0.0, ge=0)
+    prefetch: int = Field(4, ge=1, description="batches requested ahead of the update loop")
+    publish_interval: int = Field(10, ge=1, description="updates between weight publications")
+    torch_threads: int = Field(1, ge=1)
+
+
+class StopConfig(Strict):
+    env_steps: Optional[int] = Field(None, ge=1)
+    updates: Optional[int] = Field(None, ge=1)
+    time_s: Optional[float] = Field(None, gt=0)
+    target_return: Optional[float] = None
+
+
+class EvalConfig(Strict):
+    interval_env_steps: int = Field(10_000, ge=0, description="0 disables evaluation")
+    episodes: int = Field(20, ge=1)
+    epsilon: float = Field(0.0, ge=0, le=1, description="0 = greedy (R2D2 uses 0.001)")
+    num_cpus: float = Field(0.25, gt=0)
+
+
+class CheckpointConfig(Strict):
+    interval_s: float = Field(300.0, gt=0)
+    keep: int = Field(3, ge=1)
+    replay: bool = Field(True, description="include replay snapshots")
+
+
+class LoggingConfig(Strict):
+    root: str = Field("runs", description="run directories go under here")
+    interval_s: float = Field(5.0, gt=0)
+    progress: bool = True
+    tensorboard: bool = True
+
+
+class ExperimentConfig(Strict):
+    name: str = "experiment"
+    seed: int = 0
+    env: EnvConfig
+    algorithm: dict[str, Any] = Field(description="`name` plus the algorithm's own section")
+    runners: RunnersConfig = Field(default_factory=RunnersConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    learner: LearnerConfig = Field(default_factory=LearnerConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @property
+    def algorithm_name(self) -> str:
+        return self.algorithm["name"]
+
+
+def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
+    """Valid keys at `path` inside `model` (for 'did you mean')."""
+    for key in path:
+        field = model.model_fields.get(str(key))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _format_error(err: ValidationError, model: type[BaseModel], source: str, prefix: str = "") -> UserError:
+    e = err.errors()[0]
+    loc = tuple(e["loc"])
+    path = prefix + ".".join(str(p) for p in loc)
+    if e["type"] == "extra_forbidden":
+        hint = did_you_mean(str(loc[-1]), _model_fields(model, loc[:-1]))
+        return UserError(f"{source}: unknown key '{path}'{hint}")
+    if e["type"] == "missing":
+        return UserError(f"{source}: missing required key '{path}'")
+    return UserError(f"{source}: invalid value for '{path}': {e['msg']} (got {e.get('input')!r})")
+
+
+def set_path(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        if not isinstance(node.get(k, {}), dict):
+            raise UserError(f"--set {dotted}: '{k}' is not a section")
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | None) -> list[tuple[str, Any]]:
+    out = []
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects key.path=value, got {item!r}")
+        out.append((key.strip(), yaml.safe_load(value)))
+    return out
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read config file {str(path)!r}: {e.strerror or e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} invalid YAML: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def build_config(raw: dict, source: str = "<config>") -> tuple[ExperimentConfig, Any]:
+    """Validate the experiment and the algorithm section. Returns (experiment, algorithm config)."""
+    from rlfleet.platform.registry import resolve_algorithm, resolve_env
+
+    try:
+        cfg = ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise _format_error(err, ExperimentConfig, source) from None
+    algo = dict(cfg.algorithm)
+    name = algo.pop("name", None)
+    if not isinstance(name, str):
+        raise UserError(f"{source}: missing required key 'algorithm.name'")
+    try:
+        spec = resolve_algorithm(name)
+    except UserError as e:
+        raise UserError(f"{source}: algorithm.name: {e}") from None
+    try:
+        algo_cfg = spec.config_cls.model_validate(algo)
+    except ValidationError as err:
+        raise _format_error(err, spec.config_cls, source, prefix="algorithm.") from None
+    try:
+        resolve_env(cfg.env.id)
+    except UserError as e:
+        raise UserError(f"{source}: env.id: {e}") from None
+    return cfg, algo_cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> tuple[ExperimentConfig, Any, dict]:
+    """Read, apply `--set` overrides, validate. Returns (experiment, algorithm config, resolved raw dict)."""
+    raw = load_raw(path)
+    for key, value in parse_overrides(overrides):
+        set_path(raw, key, value)
+    cfg, algo_cfg = build_config(copy.deepcopy(raw), source=str(path))
+    return cfg, algo_cfg, resolved_dict(cfg, algo_cfg)
+
+
+def resolved_dict(cfg: ExperimentConfig, algo_cfg: BaseModel) -> dict:
+    out = cfg.model_dump(mode="json")
+    out["algorithm"] = {"name": cfg.algorithm_name, **algo_cfg.model_dump(mode="json")}
+    return out

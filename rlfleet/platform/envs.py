@@ -1,0 +1,144 @@
+"""Batched environments as the runner sees them: N slots stepped together.
+
+Two adapters over the Gymnasium API:
+- `EnvList`: N single envs; a finished slot is reset immediately (the runner gets both the final
+  observation of the transition and the first observation of the next episode).
+- `VectorEnvBatch`: a gymnasium VectorEnv in NEXT_STEP autoreset mode (Gymnasium >= 1.0 default):
+  the step after a done is a reset step whose action is ignored; it is flagged `reset_step` and
+  must not be stored as a transition.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    obs_shape: tuple
+    obs_dtype: str
+    num_actions: int
+
+    @staticmethod
+    def from_spaces(observation_space, action_space) -> "EnvSpec":
+        if not hasattr(action_space, "n"):
+            from rlfleet.platform.errors import UserError
+
+            raise UserError(f"this algorithm needs a Discrete action space, got {action_space}")
+        return EnvSpec(tuple(observation_space.shape), str(observation_space.dtype), int(action_space.n))
+
+
+@dataclass
+class StepResult:
+    next_obs: np.ndarray  # the transition's next observation (the final one at an episode end)
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    reset_step: np.ndarray  # True: this slot's step only reset its env; no transition happened
+    obs: np.ndarray  # what to act on next (first obs of a new episode where a slot just reset)
+
+
+class EnvList:
+    def __init__(self, envs: list, seed: int):
+        self.envs = envs
+        self.seed = seed
+        self.spec = EnvSpec.from_spaces(envs[0].observation_space, envs[0].action_space)
+
+    def __len__(self):
+        return len(self.envs)
+
+    def reset(self) -> np.ndarray:
+        return np.stack([e.reset(seed=self.seed + i)[0] for i, e in enumerate(self.envs)])
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        n = len(self.envs)
+        next_obs, obs = [], []
+        reward = np.zeros(n, np.float32)
+        term = np.zeros(n, bool)
+        trunc = np.zeros(n, bool)
+        for i, (env, a) in enumerate(zip(self.envs, actions)):
+            o, r, te, tr, _ = env.step(a)
+            next_obs.append(o)
+            reward[i], term[i], trunc[i] = r, te, tr
+            obs.append(env.reset()[0] if (te or tr) else o)
+        return StepResult(np.stack(next_obs), reward, term, trunc, np.zeros(n, bool), np.stack(obs))
+
+    def close(self):
+        for e in self.envs:
+            e.close()
+
+
+class VectorEnvBatch:
+    def __init__(self, vec_env, seed: int):
+        import gymnasium as gym
+
+        mode = vec_env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if mode != gym.vector.AutoresetMode.NEXT_STEP:
+            raise ValueError(f"VectorEnvBatch expects NEXT_STEP autoreset, got {mode}")
+        self.vec = vec_env
+        self.seed = seed
+        self.spec = EnvSpec.from_spaces(vec_env.single_observation_space, vec_env.single_action_space)
+        self._done = np.zeros(vec_env.num_envs, bool)
+
+    def __len__(self):
+        return self.vec.num_envs
+
+    def reset(self) -> np.ndarray:
+        self._done[:] = False
+        return self.vec.reset(seed=self.seed)[0]
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        obs, reward, term, trunc, _ = self.vec.step(actions)
+        reset_step = self._done.copy()
+        self._done = np.logical_or(term, trunc)
+        return StepResult(obs, reward.astype(np.float32), term, trunc, reset_step, obs)
+
+    def close(self):
+        self.vec.close()
+
+
+def mask_observation(env, keep: list[int]):
+    """Keep only observation indices `keep`, e.g. stateless CartPole = position and angle [0, 2]:
+    without velocities the task needs memory (R2D2 paper's POMDP setting)."""
+    import gymnasium as gym
+
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise ValueError(f"observation_mask needs a 1-D Box observation space, got {space}")
+    bad = [i for i in keep if not 0 <= i < space.shape[0]]
+    if bad:
+        raise ValueError(f"observation_mask indices {bad} out of range for shape {space.shape}")
+    idx = np.asarray(keep, dtype=np.int64)
+    new_space = gym.spaces.Box(space.low[idx], space.high[idx], dtype=space.dtype)
+    return gym.wrappers.TransformObservation(env, lambda o: o[idx], new_space)
+
+
+class EnvMaker:
+    """Picklable recipe for one env: the registered factory, its kwargs and generic wrappers.
+    Shipped to runner actors so the registry lookup happens once, in the driver."""
+
+    def __init__(self, factory, kwargs: dict, observation_mask: list[int] | None = None,
+                 vectorization: str = "none"):
+        self.factory, self.kwargs = factory, dict(kwargs)
+        self.observation_mask, self.vectorization = observation_mask, vectorization
+
+    def __call__(self):
+        env = self.factory(**self.kwargs)
+        if self.observation_mask is not None:
+            env = mask_observation(env, self.observation_mask)
+        return env
+
+    def batch(self, n: int, seed: int):
+        if self.vectorization == "sync":
+            import gymnasium as gym
+
+            return VectorEnvBatch(gym.vector.SyncVectorEnv([self] * n), seed)
+        return EnvList([self() for _ in range(n)], seed)
+
+    def spec(self) -> EnvSpec:
+        env = self()
+        try:
+            return EnvSpec.from_spaces(env.observation_space, env.action_space)
+        finally:
+            env.close()

@@ -1,0 +1,59 @@
+"""Greedy (or low-epsilon) evaluation episodes with the current weights."""
+from __future__ import annotations
+
+import numpy as np
+import ray
+
+
+def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> list[tuple[float, int]]:
+    """Each slot plays a fixed quota of episodes so short episodes are not over-represented."""
+    n = len(envs)
+    quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
+    obs = envs.reset()
+    init = policy.initial_state(1)
+    state = policy.initial_state(n)
+    prev_a, prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
+    eps = np.full(n, epsilon)
+    ret, length = np.zeros(n), np.zeros(n, np.int64)
+    out: list[tuple[float, int]] = []
+    while (quota > 0).any():
+        actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng)
+        res = envs.step(actions)
+        prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
+        for i in range(n):
+            if res.reset_step[i]:
+                prev_a[i], prev_r[i] = 0, 0.0
+                for s, s0 in zip(state, init):
+                    s[i] = s0[0]
+                continue
+            ret[i] += res.reward[i]
+            length[i] += 1
+            if res.terminated[i] or res.truncated[i]:
+                if quota[i] > 0:
+                    out.append((float(ret[i]), int(length[i])))
+                    quota[i] -= 1
+                ret[i], length[i] = 0.0, 0
+                prev_a[i], prev_r[i] = 0, 0.0
+                for s, s0 in zip(state, init):
+                    s[i] = s0[0]
+        obs = res.obs
+    return out
+
+
+class Evaluator:
+    """Ray actor that evaluates published weights without disturbing the training runners."""
+
+    def __init__(self, env_maker, make_policy, algo_cfg, num_envs: int, seed: int):
+        import torch
+
+        torch.set_num_threads(1)
+        self.envs = env_maker.batch(num_envs, seed)
+        self.policy = make_policy(algo_cfg, self.envs.spec)
+        self.rng = np.random.default_rng(seed)
+
+    def evaluate(self, weights_ref: list, episodes: int, epsilon: float) -> dict:
+        self.policy.load_weights(ray.get(weights_ref[0]))
+        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng)
+        returns = np.array([r for r, _ in results])
+        return {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+                "length_mean": float(np.mean([l for _, l in results])), "episodes": len(results)}

@@ -1,0 +1,213 @@
+"""Learner actor and replay shard actor.
+
+The learner's update loop never waits on a remote call: a prefetch thread keeps `prefetch` sample
+requests in flight across the shards and fills a local queue; priority updates are sent
+fire-and-forget; weights are published with `ray.put` under a version number that runners poll.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+
+import numpy as np
+import ray
+
+from rlfleet.platform import batch as B
+from rlfleet.platform.replay import SequenceReplay
+
+
+class ReplayShard:
+    """One shard of prioritized sequence replay (a threaded Ray actor around SequenceReplay)."""
+
+    def __init__(self, **kwargs):
+        self.replay = SequenceReplay(**kwargs)
+        self.lock = threading.Lock()
+
+    def add(self, seqs: dict) -> bool:
+        """Insert; returns whether the caller may insert more now (samples-per-insert limit)."""
+        with self.lock:
+            self.replay.add(seqs)
+            return self.replay.can_insert()
+
+    def can_insert(self) -> bool:
+        with self.lock:
+            return self.replay.can_insert()
+
+    def sample(self, batch_size: int):
+        """A batch, or None while the buffer is too small or the learner is ahead of the inserts."""
+        with self.lock:
+            if not self.replay.can_sample(batch_size):
+                return None
+            return self.replay.sample(batch_size)
+
+    def update_priorities(self, idx, priorities) -> None:
+        with self.lock:
+            self.replay.update_priorities(idx, priorities)
+
+    def stats(self) -> dict:
+        with self.lock:
+            r = self.replay
+            return {"size": len(r), "inserts": r.inserts, "samples": r.samples}
+
+    def snapshot(self) -> dict:
+        with self.lock:
+            return self.replay.snapshot()
+
+    def restore(self, snap: dict) -> bool:
+        with self.lock:
+            self.replay.restore(snap)
+        return True
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+class Learner:
+    def __init__(self, make_learner, algo_cfg, env_spec, shards, batch_size: int, device: str,
+                 prefetch: int, publish_interval: int, torch_threads: int, seed: int):
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        torch.manual_seed(seed)
+        self.device = pick_device(device)
+        self.core = make_learner(algo_cfg, env_spec, self.device)
+        self.shards = shards
+        self.batch_size, self.prefetch, self.publish_interval = batch_size, prefetch, publish_interval
+        self.queue: queue.Queue = queue.Queue(maxsize=prefetch)
+        self.lock = threading.Lock()  # held during an update; checkpoints read state under it
+        self.num_updates = 0
+        self.version = 0
+        self._weights = (0, [ray.put(self.core.acting_weights())])
+        self.metrics: dict = {}
+        self.time = {"update": 0.0, "wait_batch": 0.0, "publish": 0.0}
+        self.batch_wait = 0.0
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.error = None
+
+    # -- actor API -----------------------------------------------------------------------------
+    def start(self) -> bool:
+        if not self._threads:
+            for target in (self._prefetch_loop, self._update_loop):
+                t = threading.Thread(target=self._guard(target), daemon=True)
+                t.start()
+                self._threads.append(t)
+        return True
+
+    def stop(self) -> bool:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=30)
+        return True
+
+    def device_name(self) -> str:
+        return self.device
+
+    def get_weights(self, known_version: int = -1):
+        """(version, [ref]) if newer than `known_version`, else None. The ref is wrapped in a
+        list so Ray passes the reference itself, not the weights, to the caller."""
+        version, ref = self._weights
+        return (version, ref) if version > known_version else None
+
+    def stats(self) -> dict:
+        if self.error:
+            raise RuntimeError(f"learner loop failed:\n{self.error}")
+        return {"updates": self.num_updates, "weights_version": self._weights[0], "device": self.device,
+                "time": dict(self.time), **self.metrics}
+
+    def get_state(self) -> dict:
+        import torch
+
+        with self.lock:
+            return {"core": self.core.state_dict(), "num_updates": self.num_updates,
+                    "version": self._weights[0], "torch_rng": torch.get_rng_state()}
+
+    def set_state(self, state: dict) -> bool:
+        import torch
+
+        with self.lock:
+            self.core.load_state_dict(state["core"])
+            self.num_updates = int(state["num_updates"])
+            torch.set_rng_state(state["torch_rng"])
+            self._publish(int(state["version"]))
+        return True
+
+    # -- loops ---------------------------------------------------------------------------------
+    def _guard(self, fn):
+        def run():
+            try:
+                fn()
+            except Exception:
+                self.error = traceback.format_exc()
+                self._stop.set()
+        return run
+
+    def _publish(self, version: int | None = None) -> None:
+        t0 = time.perf_counter()
+        version = self._weights[0] + 1 if version is None else version
+        self._weights = (version, [ray.put(self.core.acting_weights())])
+        self.time["publish"] += time.perf_counter() - t0
+
+    def _to_tensors(self, sample: dict) -> dict:
+        import torch
+
+        pin = self.device.startswith("cuda")
+        out = {}
+        for k, v in sample.items():
+            t = torch.from_numpy(np.ascontiguousarray(v))
+            out[k] = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)
+        return out
+
+    def _prefetch_loop(self):
+        """Keeps `prefetch` sample requests in flight, round robin over shards."""
+        n = len(self.shards)
+        in_flight: dict = {}
+        next_shard = 0
+        while not self._stop.is_set():
+            while len(in_flight) < self.prefetch:
+                k = next_shard % n
+                next_shard += 1
+                in_flight[self.shards[k].sample.remote(self.batch_size)] = k
+            ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.5)
+            for ref in ready:
+                k = in_flight.pop(ref)
+                sample = ray.get(ref)
+                if sample is None:  # shard not ready (too small, or rate-limited): back off a bit
+                    time.sleep(0.002)
+                    continue
+                batch = self._to_tensors(sample)
+                batch[B.SHARD] = k
+                while not self._stop.is_set():
+                    try:
+                        self.queue.put(batch, timeout=0.5)
+                        break
+                    except queue.Full:
+                        pass
+
+    def _update_loop(self):
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                batch = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                self.time["wait_batch"] += time.perf_counter() - t0
+                continue
+            t1 = time.perf_counter()
+            self.time["wait_batch"] += t1 - t0
+            with self.lock:
+                priorities, metrics = self.core.update(batch)
+                self.num_updates += 1
+            self.time["update"] += time.perf_counter() - t1
+            # fire-and-forget: the update loop never waits on a remote call
+            self.shards[batch[B.SHARD]].update_priorities.remote(batch[B.INDEX].cpu().numpy(), priorities)
+            self.metrics = metrics
+            if self.num_updates % self.publish_interval == 0:
+                self._publish()

@@ -1,0 +1,189 @@
+"""EnvRunner actor: N envs, one batched forward pass per step, sequences shipped in batches.
+
+No remote call per env step: the loop steps its envs locally, ships stacked sequences to a replay
+shard every `ship_interval` steps (at most one shipment in flight), and asks the learner for newer
+weights every `weight_sync_interval` steps without waiting for the answer.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+
+import numpy as np
+import ray
+
+from rlfleet.platform.sequence import SlotSequenceBuilder, stack_sequences
+
+
+def apex_epsilons(num_slots: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:
+    """Ape-X per-actor exploration eps_i = base^(1 + alpha i / (N - 1)), i over all env slots."""
+    if num_slots == 1:
+        return np.array([base])
+    i = np.arange(num_slots)
+    return base ** (1.0 + alpha * i / (num_slots - 1))
+
+
+class TimeSplit:
+    """Where a loop's wall-clock goes (Sample Factory style)."""
+
+    def __init__(self, *names):
+        self.totals = dict.fromkeys(names, 0.0)
+        self._t = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        now = time.perf_counter()
+        self.totals[name] += now - self._t
+        self._t = now
+
+
+def _reset_rows(state: tuple, init: tuple, rows: np.ndarray) -> tuple:
+    for s, s0 in zip(state, init):
+        s[rows] = s0[0]
+    return state
+
+
+class EnvRunner:
+    def __init__(self, index: int, env_maker, make_policy, algo_cfg, layout, epsilons, shards, learner,
+                 weights, ship_interval: int, weight_sync_interval: int, seed: int):
+        import torch
+
+        torch.set_num_threads(1)
+        self.index = index
+        self.envs = env_maker.batch(len(epsilons), seed)
+        self.spec = self.envs.spec
+        self.policy = make_policy(algo_cfg, self.spec)
+        self.version = -1
+        self._load(weights)
+        self.epsilons = np.asarray(epsilons)
+        self.shards, self.learner = shards, learner
+        self.layout = layout
+        self.ship_interval, self.sync_interval = ship_interval, weight_sync_interval
+        self.rng = np.random.default_rng(seed)
+        self.env_steps = 0
+        self.episodes: list[tuple[float, int]] = []
+        self.sequences_shipped = 0
+        self.shipments = 0
+        self.weight_updates = 0
+        self.split = TimeSplit("env", "inference", "shipping", "waiting")
+        self._stop = threading.Event()
+        self._thread = None
+        self.error = None
+
+    def _load(self, weights) -> None:
+        version, ref = weights
+        if version > self.version:
+            self.policy.load_weights(ray.get(ref[0]) if isinstance(ref, list) else ref)
+            self.version = version
+
+    # -- actor API -----------------------------------------------------------------------------
+    def start(self) -> bool:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run_guarded, daemon=True, name=f"runner-{self.index}")
+            self._thread.start()
+        return True
+
+    def stop(self) -> bool:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        return True
+
+    def stats(self) -> dict:
+        if self.error:
+            raise RuntimeError(f"runner {self.index} loop failed:\n{self.error}")
+        episodes, self.episodes = self.episodes, []
+        return {"index": self.index, "env_steps": self.env_steps, "episodes": episodes,
+                "weights_version": self.version, "weight_updates": self.weight_updates,
+                "sequences": self.sequences_shipped, "time": dict(self.split.totals)}
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _run_guarded(self):
+        try:
+            self._run()
+        except Exception:  # surfaced through stats() so the driver restarts this runner
+            self.error = traceback.format_exc()
+
+    def _run(self):
+        n, spec = len(self.envs), self.spec
+        builders = [SlotSequenceBuilder(self.layout, spec.obs_shape, spec.obs_dtype) for _ in range(n)]
+        obs = self.envs.reset()
+        for i, b in enumerate(builders):
+            b.begin(obs[i])
+        init = self.policy.initial_state(1)
+        state = self.policy.initial_state(n)
+        prev_a = np.zeros(n, np.int64)
+        prev_r = np.zeros(n, np.float32)
+        ep_ret, ep_len = np.zeros(n), np.zeros(n, np.int64)
+        pending: list[dict] = []
+        in_flight = None  # (shard index, ref) of the last shipment
+        weights_req = None
+        since_ship = since_sync = 0
+        split = self.split
+        split.mark("waiting")
+        while not self._stop.is_set():
+            actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.epsilons, self.rng)
+            split.mark("inference")
+            res = self.envs.step(actions)
+            split.mark("env")
+            reset_rows = []
+            for i in range(n):
+                if res.reset_step[i]:  # NEXT_STEP autoreset: no transition, a new episode begins
+                    builders[i].begin(res.obs[i])
+                    reset_rows.append(i)
+                    continue
+                r, done = float(res.reward[i]), bool(res.terminated[i] or res.truncated[i])
+                seq = builders[i].step(tuple(s[i] for s in state), int(actions[i]), r,
+                                       bool(res.terminated[i]), bool(res.truncated[i]), res.next_obs[i])
+                if seq is not None:
+                    pending.append(seq)
+                ep_ret[i] += r
+                ep_len[i] += 1
+                if done:
+                    self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
+                    ep_ret[i], ep_len[i] = 0.0, 0
+                    if res.obs[i] is not res.next_obs[i]:  # env already reset (EnvList)
+                        builders[i].begin(res.obs[i])
+                    reset_rows.append(i)
+            stepped = n - int(res.reset_step.sum())
+            prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
+            if reset_rows:
+                rows = np.asarray(reset_rows)
+                next_state = _reset_rows(next_state, init, rows)
+                prev_a[rows], prev_r[rows] = 0, 0.0
+            state, obs = next_state, res.obs
+            self.env_steps += stepped
+            since_ship += stepped
+            since_sync += stepped
+            split.mark("shipping")
+            if since_ship >= self.ship_interval and pending:
+                in_flight = self._ship(pending, in_flight)
+                pending, since_ship = [], 0
+            if since_sync >= self.sync_interval and weights_req is None:
+                weights_req = self.learner.get_weights.remote(self.version)
+                since_sync = 0
+            if weights_req is not None and ray.wait([weights_req], timeout=0)[0]:
+                answer = ray.get(weights_req)
+                weights_req = None
+                if answer is not None:
+                    self._load(answer)
+                    self.weight_updates += 1
+                split.mark("shipping")
+
+    def _ship(self, pending: list[dict], in_flight):
+        """Send stacked sequences to the next shard (round robin), pipelined: the previous
+        shipment's answer (its shard's rate limiter: may we insert more?) is read only now,
+        and while it says no, this runner waits."""
+        split = self.split
+        if in_flight is not None:
+            shard, ref = in_flight
+            while not ray.get(ref) and not self._stop.is_set():
+                time.sleep(0.005)
+                ref = shard.can_insert.remote()
+        split.mark("waiting")
+        shard = self.shards[(self.index + self.shipments) % len(self.shards)]
+        ref = shard.add.remote(stack_sequences(pending))
+        self.shipments += 1
+        self.sequences_shipped += len(pending)
+        split.mark("shipping")
+        return shard, ref
