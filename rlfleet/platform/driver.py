@@ -235,6 +235,15 @@ class Experiment:
             stop_reason = "interrupted"
         finally:
             self._stop_actors()
+        learner_stats = ray.get(self.learner.stats.remote())  # final counters, after the loops stopped
+        for i, ref in enumerate([r.stats.remote() for r in self.runners]):
+            try:
+                st = ray.get(ref, timeout=30)
+            except ray.exceptions.RayError:
+                continue
+            self.last_runner_steps[i], versions[i] = st["env_steps"], st["weights_version"]
+            self.episodes += len(st["episodes"])
+        self.env_steps = self.env_steps_base + sum(self.last_runner_steps.values())
         if eval_ref is not None:
             result = ray.get(eval_ref)
             self.evals.append({"env_steps": eval_step, "updates": learner_stats["updates"],
@@ -244,7 +253,7 @@ class Experiment:
         summary = {"run_dir": str(self.run_dir), "stop_reason": stop_reason, "env_steps": self.env_steps,
                    "updates": learner_stats["updates"], "episodes": self.episodes, "wall_s": self.wall_s(),
                    "runner_restarts": self.restarts, "evals": self.evals, "checkpoint": str(path),
-                   "resumed_from": self.resumed_from, "learner_device": learner_stats.get("device")}
+                   "resumed_from": self.resumed_from, "runner_weights_versions": [versions.get(i, -1) for i in range(len(self.runners))], "learner_device": learner_stats.get("device")}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         self._kill_actors()
         return summary

@@ -1,0 +1,79 @@
+"""Bad input: one line naming the file and key path (with the closest valid names), exit 2, no traceback."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import TINY
+
+
+def _run(*args, cwd=None):
+    p = subprocess.run([sys.executable, "-m", "rlfleet", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
+    return p.returncode, p.stdout, p.stderr
+
+
+def _write(tmp_path, cfg):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def _check_one_line(code, err):
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_unknown_key_names_path_and_suggestion(tmp_path):
+    cfg = dict(TINY, runners={**TINY["runners"], "num_runner": 3})
+    path = _write(tmp_path, cfg)
+    line = _check_one_line(*_run("train", path)[::2])
+    assert path in line and "runners.num_runner" in line and "num_runners" in line
+
+
+def test_unknown_algorithm_key(tmp_path):
+    cfg = dict(TINY, algorithm={**TINY["algorithm"], "burnin": 3})
+    path = _write(tmp_path, cfg)
+    line = _check_one_line(*_run("train", path)[::2])
+    assert "algorithm.burnin" in line and "burn_in" in line
+
+
+def test_wrong_type(tmp_path):
+    cfg = dict(TINY, replay={**TINY["replay"], "capacity": "lots"})
+    path = _write(tmp_path, cfg)
+    line = _check_one_line(*_run("train", path)[::2])
+    assert path in line and "replay.capacity" in line
+
+
+def test_unknown_env_suggests_closest(tmp_path):
+    cfg = dict(TINY, env={"id": "gym:CartPol-v1"})
+    line = _check_one_line(*_run("train", _write(tmp_path, cfg))[::2])
+    assert "env.id" in line and "gym:CartPole-v1" in line
+
+
+def test_unknown_algorithm_suggests_closest(tmp_path):
+    cfg = dict(TINY, algorithm={**TINY["algorithm"], "name": "r2d3"})
+    line = _check_one_line(*_run("train", _write(tmp_path, cfg))[::2])
+    assert "algorithm.name" in line and "r2d2" in line
+
+
+def test_unreadable_file(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    line = _check_one_line(*_run("train", missing)[::2])
+    assert missing in line
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("env: {id: [unclosed\n")
+    line = _check_one_line(*_run("train", str(path))[::2])
+    assert str(path) in line
+
+
+def test_bad_override(tmp_path):
+    path = _write(tmp_path, TINY)
+    line = _check_one_line(*_run("train", path, "--set", "learner.prefetch=-3")[::2])
+    assert "learner.prefetch" in line
