@@ -77,3 +77,12 @@ def test_bad_override(tmp_path):
     path = _write(tmp_path, TINY)
     line = _check_one_line(*_run("train", path, "--set", "learner.prefetch=-3")[::2])
     assert "learner.prefetch" in line
+
+
+def test_replay_settings_that_would_stall(tmp_path):
+    cfg = dict(TINY, replay={**TINY["replay"], "samples_per_insert": 4, "error_buffer": 5})
+    line = _check_one_line(*_run("train", _write(tmp_path, cfg))[::2])
+    assert "replay.error_buffer" in line
+    cfg = dict(TINY, replay={**TINY["replay"], "capacity": 10, "min_size": 8})
+    line = _check_one_line(*_run("train", _write(tmp_path, cfg))[::2])
+    assert "replay.min_size" in line

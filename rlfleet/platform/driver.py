@@ -43,6 +43,20 @@ def ensure_ray(cfg: ExperimentConfig) -> None:
              logging_level="warning", log_to_driver=True)
 
 
+def check_replay(cfg: ExperimentConfig, algo_cfg) -> None:
+    """Settings under which replay could never start sampling, or sampling and inserting
+    would block each other for good."""
+    r, batch = cfg.replay, getattr(algo_cfg, "batch_size", 1)
+    shard_cap = r.capacity // r.num_shards
+    if shard_cap < max(r.min_size, batch):
+        raise UserError(f"replay.capacity / replay.num_shards = {shard_cap} sequences per shard is below "
+                        f"replay.min_size ({r.min_size}) or algorithm.batch_size ({batch})")
+    if r.samples_per_insert is not None and r.error_buffer < batch + r.samples_per_insert:
+        raise UserError(f"replay.error_buffer ({r.error_buffer}) must be >= algorithm.batch_size + "
+                        f"replay.samples_per_insert ({batch + r.samples_per_insert}), or the rate limiter "
+                        "can stop both sampling and inserting")
+
+
 def new_run_dir(cfg: ExperimentConfig) -> Path:
     root = Path(cfg.logging.root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -310,6 +324,7 @@ def _time_fractions(prefix: str, splits) -> dict:
 
 
 def train(cfg: ExperimentConfig, algo_cfg, resolved: dict, resume_dir: str | Path | None = None) -> dict:
+    check_replay(cfg, algo_cfg)
     ensure_ray(cfg)
     exp = Experiment(cfg, algo_cfg, resolved, Path(resume_dir) if resume_dir else None, resume=bool(resume_dir))
     return exp.run()

@@ -32,6 +32,8 @@ class SumTree:
 
     def set(self, idx, values) -> None:
         nodes = np.asarray(idx, dtype=np.int64) + self.size
+        if nodes.size == 0:
+            return
         self.tree[nodes] = np.asarray(values, dtype=np.float64)
         nodes = np.unique(nodes // 2)
         while nodes[0] >= 1:
@@ -129,7 +131,7 @@ class SequenceReplay:
         """Draw a batch; adds INDEX and WEIGHT (w_i = (N P(i))^-beta / max_j w_j) columns."""
         idx = self.tree.sample(batch_size, self.rng)
         p = self.tree.get(idx) / self.tree.total
-        # Normalize by the largest possible weight (smallest P in the buffer), as in PER.
+        # Normalized by the largest weight in the batch (Ape-X / R2D2 practice).
         weights = (self.count * p) ** (-self.beta)
         weights = weights / weights.max()
         out = {k: v[idx] for k, v in self.storage.items()}
@@ -140,6 +142,8 @@ class SequenceReplay:
 
     def update_priorities(self, idx: np.ndarray, priorities: np.ndarray) -> None:
         priorities = np.maximum(np.asarray(priorities, dtype=np.float64), 1e-6)
+        if priorities.size == 0:
+            return
         self.tree.set(idx, priorities ** self.alpha)
         self.max_priority = max(self.max_priority, float(priorities.max()))
 

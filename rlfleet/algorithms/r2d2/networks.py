@@ -81,6 +81,8 @@ class R2D2Network(nn.Module):
         x = torch.cat([feats, F.one_hot(prev_action.long(), self.num_actions).float(),
                        prev_reward.float().unsqueeze(-1)], dim=-1)
         if self.use_lstm:
+            if x.is_cuda:  # cuDNN wants one weight chunk; deepcopy/load_state_dict break it
+                self.core.flatten_parameters()
             h, c = state
             out, (h, c) = self.core(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
             state = (h.squeeze(0), c.squeeze(0))
