@@ -88,3 +88,27 @@ def test_killed_runner_is_replaced(ray_session, tiny_config):
     assert result["runner_restarts"] >= 1
     assert result["env_steps"] >= 6000 > steps_at_kill
     assert result["stop_reason"] == "env_steps"
+
+
+def test_registered_env_and_next_step_autoreset(ray_session, tiny_config):
+    """A user-registered env resolves inside Ray workers, and with a gymnasium SyncVectorEnv
+    (NEXT_STEP autoreset) the reset steps are not stored as transitions."""
+    import gymnasium as gym
+
+    def make_cartpole(max_steps=500):  # a closure: shipped to the workers by value
+        return gym.wrappers.TimeLimit(gym.make("CartPole-v1").unwrapped, max_steps)
+
+    rlfleet.register_env("test-cartpole", make_cartpole)
+    tiny_config["env"] = {"id": "test-cartpole", "kwargs": {"max_steps": 30}, "observation_mask": [0, 2],
+                          "vectorization": "sync"}
+    tiny_config["stop"] = {"env_steps": 2000}
+    tiny_config["eval"]["interval_env_steps"] = 0
+    summary = rlfleet.train(tiny_config)
+    assert summary["env_steps"] >= 2000 and summary["episodes"] > 0
+    _, _, snaps = ckpt.load_checkpoint(ckpt.list_checkpoints(Path(summary["run_dir"]) / "checkpoints")[-1])
+    reward = np.concatenate([s["storage"]["reward"] for s in snaps])
+    mask = np.concatenate([s["storage"]["mask"] for s in snaps])
+    terminal = np.concatenate([s["storage"]["terminal"] for s in snaps])
+    # CartPole pays 1 for every real step; a stored reset step would show up as a 0 reward
+    assert mask.sum() > 0 and np.all(reward[mask == 1] == 1.0)
+    assert terminal.sum() > 0

@@ -87,7 +87,6 @@ class Learner:
         self._weights = (0, [ray.put(self.core.acting_weights())])
         self.metrics: dict = {}
         self.time = {"update": 0.0, "wait_batch": 0.0, "publish": 0.0}
-        self.batch_wait = 0.0
         self._stop = threading.Event()
         self._paused = threading.Event()
         self._threads: list[threading.Thread] = []

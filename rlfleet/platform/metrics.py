@@ -30,6 +30,12 @@ class MetricsLogger:
             self._print(record)
 
     def _print(self, r: dict) -> None:
+        if "eval_return_std" in r:  # an evaluation record
+            line = (f"eval @ {r['env_steps']:,d} steps: return {r['eval_return']:.1f} "
+                    f"+- {r['eval_return_std']:.1f}")
+            sys.stdout.write(("\r" + line + "\033[K\n") if self.tty else line + "\n")
+            sys.stdout.flush()
+            return
         def fmt(key, spec, label):
             v = r.get(key)
             return f"{label} {v:{spec}}" if isinstance(v, (int, float)) else f"{label} -"

@@ -26,6 +26,8 @@ class R2D2Config(BaseModel):
     adam_eps: float = Field(1e-3, gt=0)
     max_grad_norm: float = Field(40.0, gt=0)
     target_update_period: int = Field(2500, ge=1, description="updates between target-net copies")
+    target_tau: float | None = Field(
+        None, gt=0, le=1, description="None = hard copies (paper); else Polyak averaging every update")
     # network
     use_lstm: bool = Field(True, description="False = feed-forward ablation (same torso and head)")
     lstm_size: int = Field(512, ge=1)

@@ -4,7 +4,8 @@
 2. n-step double-Q targets with value rescaling h (Sec. 2, Pohlen et al. 2018, Eq. 2-3);
 3. squared TD error on the trace, importance weighted per sequence (Schaul et al. 2016);
 4. priorities p = eta max|d| + (1 - eta) mean|d| (Sec. 2);
-5. Adam step with gradient-norm clipping; hard target copy every `target_update_period` updates.
+5. Adam step with gradient-norm clipping; hard target copy every `target_update_period` updates
+   (or Polyak averaging with `target_tau`, a small-task option).
 """
 from __future__ import annotations
 
@@ -121,7 +122,10 @@ class R2D2Learner:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
         self.num_updates += 1
-        if self.num_updates % self.cfg.target_update_period == 0:
+        if self.cfg.target_tau is not None:  # Polyak: theta' <- tau theta + (1 - tau) theta'
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.target.parameters()), list(self.online.parameters()), self.cfg.target_tau)
+        elif self.num_updates % self.cfg.target_update_period == 0:
             self.target.load_state_dict(self.online.state_dict())
         stats["grad_norm"] = grad_norm
         return priorities.cpu().numpy(), {k: float(v) for k, v in stats.items()}
