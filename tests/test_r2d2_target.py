@@ -42,3 +42,14 @@ def test_polyak_moves_target_by_tau():
     expected = before + 0.25 * (_params(learner.online) - before)
     assert torch.allclose(_params(learner.target), expected, atol=1e-6)
     assert not torch.equal(_params(learner.target), before)
+
+
+def test_linear_lr_decay():
+    cfg = R2D2Config(burn_in=2, trace=3, lstm_size=8, mlp_hidden=[8], dueling_hidden=8, lr=1e-3, lr_final=1e-4,
+                     lr_decay_updates=4)
+    spec = EnvSpec((3,), "float32", 2)
+    learner = R2D2Learner(cfg, spec)
+    batch = _batch(cfg, spec)
+    seen = [learner.update(batch)[1]["lr"] for _ in range(6)]
+    expected = [1e-3, 7.75e-4, 5.5e-4, 3.25e-4, 1e-4, 1e-4]
+    assert all(abs(a - b) < 1e-9 for a, b in zip(seen, expected)), seen

@@ -24,6 +24,8 @@ class R2D2Config(BaseModel):
     batch_size: int = Field(64, ge=1, description="sequences per update")
     lr: float = Field(1e-4, gt=0)
     adam_eps: float = Field(1e-3, gt=0)
+    lr_final: float | None = Field(None, gt=0, description="None = constant lr; else linear decay to this")
+    lr_decay_updates: int = Field(100_000, ge=1, description="updates over which lr decays to lr_final")
     max_grad_norm: float = Field(40.0, gt=0)
     target_update_period: int = Field(2500, ge=1, description="updates between target-net copies")
     target_tau: float | None = Field(

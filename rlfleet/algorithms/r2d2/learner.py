@@ -115,7 +115,16 @@ class R2D2Learner:
                  "td_abs": td.detach().abs().sum() / mask.sum().clamp(min=1.0)}
         return loss, priorities, stats
 
+    def learning_rate(self) -> float:
+        cfg = self.cfg
+        if cfg.lr_final is None:
+            return cfg.lr
+        frac = min(1.0, self.num_updates / cfg.lr_decay_updates)
+        return cfg.lr + frac * (cfg.lr_final - cfg.lr)
+
     def update(self, batch: dict) -> tuple[np.ndarray, dict]:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate()
         loss, priorities, stats = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -128,6 +137,7 @@ class R2D2Learner:
         elif self.num_updates % self.cfg.target_update_period == 0:
             self.target.load_state_dict(self.online.state_dict())
         stats["grad_norm"] = grad_norm
+        stats["lr"] = self.optimizer.param_groups[0]["lr"]
         return priorities.cpu().numpy(), {k: float(v) for k, v in stats.items()}
 
     def acting_weights(self) -> dict:
