@@ -35,6 +35,8 @@ class RunnersConfig(Strict):
     ship_interval: int = Field(64, ge=1, description="runner steps between shipments of sequences to replay")
     epsilon_base: float = Field(0.4, gt=0, le=1, description="Ape-X eps_i = base^(1 + alpha*i/(N-1))")
     epsilon_alpha: float = Field(7.0, ge=0)
+    epsilon_warmup_steps: int = Field(
+        0, ge=0, description="fleet env steps over which every slot's eps decays linearly from 1 to its Ape-X value")
     max_restarts: int = Field(100, ge=0, description="dead runners replaced at most this many times")
 
 

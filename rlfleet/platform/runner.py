@@ -45,7 +45,7 @@ def _reset_rows(state: tuple, init: tuple, rows: np.ndarray) -> tuple:
 
 class EnvRunner:
     def __init__(self, index: int, env_maker, make_policy, algo_cfg, layout, epsilons, shards, learner,
-                 weights, ship_interval: int, weight_sync_interval: int, seed: int):
+                 weights, ship_interval: int, weight_sync_interval: int, seed: int, epsilon_warmup_steps: int = 0):
         import torch
 
         torch.set_num_threads(1)
@@ -56,6 +56,7 @@ class EnvRunner:
         self.version = -1
         self._load(weights)
         self.epsilons = np.asarray(epsilons)
+        self.epsilon_warmup_steps = epsilon_warmup_steps  # this runner's share of the fleet's warm-up
         self.shards, self.learner = shards, learner
         self.layout = layout
         self.ship_interval, self.sync_interval = ship_interval, weight_sync_interval
@@ -97,6 +98,13 @@ class EnvRunner:
                 "weights_version": self.version, "weight_updates": self.weight_updates,
                 "sequences": self.sequences_shipped, "time": dict(self.split.totals)}
 
+    def current_epsilons(self) -> np.ndarray:
+        """Ape-X eps per slot, after an optional linear warm-up from 1 (uniformly random acting)."""
+        if self.env_steps >= self.epsilon_warmup_steps:
+            return self.epsilons
+        frac = self.env_steps / self.epsilon_warmup_steps
+        return self.epsilons + (1.0 - self.epsilons) * (1.0 - frac)
+
     # -- loop ----------------------------------------------------------------------------------
     def _run_guarded(self):
         try:
@@ -122,7 +130,7 @@ class EnvRunner:
         split = self.split
         split.mark("waiting")
         while not self._stop.is_set():
-            actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.epsilons, self.rng)
+            actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.current_epsilons(), self.rng)
             split.mark("inference")
             res = self.envs.step(actions)
             split.mark("env")
