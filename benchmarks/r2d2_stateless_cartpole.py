@@ -55,20 +55,25 @@ def main() -> None:
                 rows.append(run(seed, args.env_steps, lstm, root))
                 r = rows[-1]
                 print(f"{r['setting']} seed {seed}: final {r['value']:.1f}, 475 at {r['env_steps_to_475']}", flush=True)
-    rec = [r for r in rows if r["setting"] == "lstm"]
-    ff = [r for r in rows if r["setting"] == "feedforward"]
-    to_475 = [r["env_steps_to_475"] for r in rec]
-    summary = {
-        "recurrent_min_final_eval_return": min(r["value"] for r in rec) if rec else None,
-        "recurrent_max_env_steps_to_475": None if (not rec or None in to_475) else max(to_475),
-        "feedforward_mean_final_eval_return": float(np.mean([r["value"] for r in ff])) if ff else None,
-    }
+                write_results("r2d2_stateless_cartpole", rows, summarize(rows))  # partial results survive a crash
+    summary = summarize(rows)
     print(table([[r["setting"], r["seed"], r["env_steps_to_475"], r["wall_s_to_475"], r["peak_eval_return"],
                   r["value"], r["env_steps"], r["wall_s"]] for r in rows],
                 ["setting", "seed", "steps to 475", "wall s to 475", "peak eval", "final eval (last 5)",
                  "env steps", "wall s"]))
     print(summary)
     print("wrote", write_results("r2d2_stateless_cartpole", rows, summary))
+
+
+def summarize(rows: list[dict]) -> dict:
+    rec = [r for r in rows if r["setting"] == "lstm"]
+    ff = [r for r in rows if r["setting"] == "feedforward"]
+    to_475 = [r["env_steps_to_475"] for r in rec]
+    return {
+        "recurrent_min_final_eval_return": min(r["value"] for r in rec) if rec else None,
+        "recurrent_max_env_steps_to_475": None if (not rec or None in to_475) else max(to_475),
+        "feedforward_mean_final_eval_return": float(np.mean([r["value"] for r in ff])) if ff else None,
+    }
 
 
 if __name__ == "__main__":

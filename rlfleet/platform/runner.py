@@ -150,7 +150,7 @@ class EnvRunner:
                 if done:
                     self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
                     ep_ret[i], ep_len[i] = 0.0, 0
-                    if res.obs[i] is not res.next_obs[i]:  # env already reset (EnvList)
+                    if res.obs is not res.next_obs:  # the env already reset itself (EnvList)
                         builders[i].begin(res.obs[i])
                     reset_rows.append(i)
             stepped = n - int(res.reset_step.sum())
