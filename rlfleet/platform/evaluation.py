@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import ray
 
+from rlfleet.platform.runner import reset_state_rows
+
 
 def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> list[tuple[float, int]]:
     """Each slot plays a fixed quota of episodes so short episodes are not over-represented."""
@@ -23,8 +25,7 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
         for i in range(n):
             if res.reset_step[i]:
                 prev_a[i], prev_r[i] = 0, 0.0
-                for s, s0 in zip(state, init):
-                    s[i] = s0[0]
+                reset_state_rows(state, init, [i])
                 continue
             ret[i] += res.reward[i]
             length[i] += 1
@@ -34,8 +35,7 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
                     quota[i] -= 1
                 ret[i], length[i] = 0.0, 0
                 prev_a[i], prev_r[i] = 0, 0.0
-                for s, s0 in zip(state, init):
-                    s[i] = s0[0]
+                reset_state_rows(state, init, [i])
         obs = res.obs
     return out
 

@@ -10,6 +10,7 @@ import queue
 import threading
 import time
 import traceback
+import warnings
 
 import numpy as np
 import ray
@@ -158,6 +159,8 @@ class Learner:
     def _to_tensors(self, sample: dict) -> dict:
         import torch
 
+        # Ray hands out read-only zero-copy arrays; the learner never writes into a batch.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         pin = self.device.startswith("cuda")
         out = {}
         for k, v in sample.items():

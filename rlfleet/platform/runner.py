@@ -37,7 +37,8 @@ class TimeSplit:
         self._t = now
 
 
-def _reset_rows(state: tuple, init: tuple, rows: np.ndarray) -> tuple:
+def reset_state_rows(state: tuple, init: tuple, rows) -> tuple:
+    """Put the recurrent state of slots `rows` back to the policy's initial state (in place)."""
     for s, s0 in zip(state, init):
         s[rows] = s0[0]
     return state
@@ -157,7 +158,7 @@ class EnvRunner:
             prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
             if reset_rows:
                 rows = np.asarray(reset_rows)
-                next_state = _reset_rows(next_state, init, rows)
+                next_state = reset_state_rows(next_state, init, rows)
                 prev_a[rows], prev_r[rows] = 0, 0.0
             state, obs = next_state, res.obs
             self.env_steps += stepped
