@@ -26,7 +26,7 @@ def test_end_to_end_tiny_run(ray_session, tiny_config):
     train_records = [r for r in records if "updates_per_s" in r]
     assert train_records, "no training metrics were logged"
     for key in ("env_steps_per_s", "updates_per_s", "runner_time.env", "runner_time.inference",
-                "runner_time.shipping", "runner_time.waiting"):
+                "runner_time.shipping", "runner_time.waiting", "replay_size", "replay_samples_per_insert"):
         assert key in train_records[-1], key
     # runners received a newer weight version than the initial one (0)
     assert min(summary["runner_weights_versions"]) >= 1

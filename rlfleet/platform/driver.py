@@ -237,6 +237,10 @@ class Experiment:
                         "weights_version_runners_min": min(versions.values()) if versions else None,
                         "eval_return": self.evals[-1]["return_mean"] if self.evals else None,
                     }
+                    replay = ray.get([s.stats.remote() for s in self.shards])
+                    record["replay_size"] = sum(r["size"] for r in replay)
+                    record["replay_samples_per_insert"] = (sum(r["samples"] for r in replay)
+                                                           / max(1, sum(r["inserts"] for r in replay)))
                     record.update(_time_fractions("runner_time", runner_time.values()))
                     record.update(_time_fractions("learner_time", [learner_stats["time"]]))
                     record.update({f"learner.{k}": v for k, v in learner_stats.items()

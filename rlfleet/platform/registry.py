@@ -8,7 +8,7 @@ Env names are family-prefixed (`gym:CartPole-v1`); a family resolver handles a w
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from rlfleet.platform.errors import UserError, did_you_mean
@@ -37,7 +37,6 @@ class AlgorithmSpec:
     make_learner: Callable
     sequence_layout: Callable
     description: str = ""
-    extras: dict = field(default_factory=dict)
 
 
 def register_env(name: str, factory: EnvFactory) -> None:
