@@ -44,7 +44,7 @@ class MetricsLogger:
             fmt("env_steps", ",d", "steps"), fmt("updates", ",d", "updates"),
             fmt("episode_return", ".1f", "return"), fmt("eval_return", ".1f", "eval"),
             fmt("env_steps_per_s", ".0f", "steps/s"), fmt("updates_per_s", ".1f", "upd/s"),
-            f"{time.strftime('%H:%M:%S')}"])
+            f"elapsed {time.strftime('%H:%M:%S', time.gmtime(r.get('wall_s', 0.0)))}"])
         if self.tty:
             sys.stdout.write("\r" + line + "\033[K")
         else:
