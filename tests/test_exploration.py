@@ -6,8 +6,9 @@ import numpy as np
 from rlfleet.platform.runner import EnvRunner, apex_epsilons
 
 
-def _eps(steps, warmup, base):
-    runner = SimpleNamespace(env_steps=steps, epsilon_warmup_steps=warmup, epsilons=base)
+def _eps(steps, warmup, base, done_before=0):
+    runner = SimpleNamespace(env_steps=steps, epsilon_warmup_steps=warmup, epsilons=base,
+                             epsilon_warmup_done=done_before)
     return EnvRunner.current_epsilons(runner)
 
 
@@ -22,3 +23,9 @@ def test_warmup_decays_linearly_from_one_to_apex():
 def test_no_warmup_is_plain_apex():
     base = apex_epsilons(8)
     np.testing.assert_allclose(_eps(0, 0, base), base)
+
+
+def test_replacement_runner_continues_the_warmup():
+    base = apex_epsilons(4)
+    np.testing.assert_allclose(_eps(10, 100, base, done_before=40), base + 0.5 * (1 - base))
+    np.testing.assert_allclose(_eps(0, 100, base, done_before=100), base)

@@ -125,7 +125,8 @@ class Experiment:
             namespace="rlfleet").remote(
             i, self.env_maker, self.spec.make_policy, self.algo_cfg, self.layout, self.epsilons[i * n:(i + 1) * n],
             self.shards, self.learner, weights, cfg.runners.ship_interval, cfg.runners.weight_sync_interval, seed,
-            epsilon_warmup_steps=max(0, cfg.runners.epsilon_warmup_steps - self.env_steps) // cfg.runners.num_runners)
+            epsilon_warmup_steps=cfg.runners.epsilon_warmup_steps // cfg.runners.num_runners,
+            epsilon_warmup_done=self.env_steps // cfg.runners.num_runners)
         self.runners[i].start.remote()
         self.last_runner_steps[i] = 0
 

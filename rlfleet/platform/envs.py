@@ -43,13 +43,16 @@ class EnvList:
     def __init__(self, envs: list, seed: int):
         self.envs = envs
         self.seed = seed
+        self._seeded = False
         self.spec = EnvSpec.from_spaces(envs[0].observation_space, envs[0].action_space)
 
     def __len__(self):
         return len(self.envs)
 
     def reset(self) -> np.ndarray:
-        return np.stack([e.reset(seed=self.seed + i)[0] for i, e in enumerate(self.envs)])
+        """Seeds each env on the first reset only, so repeated evaluations see new start states."""
+        seeded, self._seeded = self._seeded, True
+        return np.stack([e.reset(seed=None if seeded else self.seed + i)[0] for i, e in enumerate(self.envs)])
 
     def step(self, actions: np.ndarray) -> StepResult:
         n = len(self.envs)
@@ -78,6 +81,7 @@ class VectorEnvBatch:
             raise ValueError(f"VectorEnvBatch expects NEXT_STEP autoreset, got {mode}")
         self.vec = vec_env
         self.seed = seed
+        self._seeded = False
         self.spec = EnvSpec.from_spaces(vec_env.single_observation_space, vec_env.single_action_space)
         self._done = np.zeros(vec_env.num_envs, bool)
 
@@ -86,7 +90,8 @@ class VectorEnvBatch:
 
     def reset(self) -> np.ndarray:
         self._done[:] = False
-        return self.vec.reset(seed=self.seed)[0]
+        seeded, self._seeded = self._seeded, True
+        return self.vec.reset(seed=None if seeded else self.seed)[0]
 
     def step(self, actions: np.ndarray) -> StepResult:
         obs, reward, term, trunc, _ = self.vec.step(actions)

@@ -6,6 +6,7 @@ fire-and-forget; weights are published with `ray.put` under a version number tha
 """
 from __future__ import annotations
 
+import copy
 import queue
 import threading
 import time
@@ -77,6 +78,8 @@ class Learner:
 
         torch.set_num_threads(torch_threads)
         torch.manual_seed(seed)
+        # Ray hands out read-only zero-copy arrays; the learner never writes into a batch.
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         self.device = pick_device(device)
         self.core = make_learner(algo_cfg, env_spec, self.device)
         self.shards = shards
@@ -89,7 +92,6 @@ class Learner:
         self.metrics: dict = {}
         self.time = {"update": 0.0, "wait_batch": 0.0, "publish": 0.0}
         self._stop = threading.Event()
-        self._paused = threading.Event()
         self._threads: list[threading.Thread] = []
         self.error = None
 
@@ -126,9 +128,9 @@ class Learner:
     def get_state(self) -> dict:
         import torch
 
-        with self.lock:
-            return {"core": self.core.state_dict(), "num_updates": self.num_updates,
-                    "version": self._weights[0], "torch_rng": torch.get_rng_state()}
+        with self.lock:  # deep copies: Ray serialises after the lock is released, while updates go on
+            return copy.deepcopy({"core": self.core.state_dict(), "num_updates": self.num_updates,
+                                  "version": self._weights[0], "torch_rng": torch.get_rng_state()})
 
     def set_state(self, state: dict) -> bool:
         import torch
@@ -159,8 +161,6 @@ class Learner:
     def _to_tensors(self, sample: dict) -> dict:
         import torch
 
-        # Ray hands out read-only zero-copy arrays; the learner never writes into a batch.
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
         pin = self.device.startswith("cuda")
         out = {}
         for k, v in sample.items():

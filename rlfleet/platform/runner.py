@@ -7,6 +7,7 @@ weights every `weight_sync_interval` steps without waiting for the answer.
 from __future__ import annotations
 
 import threading
+from collections import deque
 import time
 import traceback
 
@@ -46,7 +47,8 @@ def reset_state_rows(state: tuple, init: tuple, rows) -> tuple:
 
 class EnvRunner:
     def __init__(self, index: int, env_maker, make_policy, algo_cfg, layout, epsilons, shards, learner,
-                 weights, ship_interval: int, weight_sync_interval: int, seed: int, epsilon_warmup_steps: int = 0):
+                 weights, ship_interval: int, weight_sync_interval: int, seed: int, epsilon_warmup_steps: int = 0,
+                 epsilon_warmup_done: int = 0):
         import torch
 
         torch.set_num_threads(1)
@@ -58,12 +60,13 @@ class EnvRunner:
         self._load(weights)
         self.epsilons = np.asarray(epsilons)
         self.epsilon_warmup_steps = epsilon_warmup_steps  # this runner's share of the fleet's warm-up
+        self.epsilon_warmup_done = epsilon_warmup_done  # of which a previous incarnation already did this much
         self.shards, self.learner = shards, learner
         self.layout = layout
         self.ship_interval, self.sync_interval = ship_interval, weight_sync_interval
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
-        self.episodes: list[tuple[float, int]] = []
+        self.episodes: deque[tuple[float, int]] = deque()  # drained by stats() from another thread
         self.sequences_shipped = 0
         self.shipments = 0
         self.weight_updates = 0
@@ -94,16 +97,17 @@ class EnvRunner:
     def stats(self) -> dict:
         if self.error:
             raise RuntimeError(f"runner {self.index} loop failed:\n{self.error}")
-        episodes, self.episodes = self.episodes, []
+        episodes = [self.episodes.popleft() for _ in range(len(self.episodes))]
         return {"index": self.index, "env_steps": self.env_steps, "episodes": episodes,
                 "weights_version": self.version, "weight_updates": self.weight_updates,
                 "sequences": self.sequences_shipped, "time": dict(self.split.totals)}
 
     def current_epsilons(self) -> np.ndarray:
         """Ape-X eps per slot, after an optional linear warm-up from 1 (uniformly random acting)."""
-        if self.env_steps >= self.epsilon_warmup_steps:
+        done = self.env_steps + self.epsilon_warmup_done
+        if done >= self.epsilon_warmup_steps:
             return self.epsilons
-        frac = self.env_steps / self.epsilon_warmup_steps
+        frac = done / self.epsilon_warmup_steps
         return self.epsilons + (1.0 - self.epsilons) * (1.0 - frac)
 
     # -- loop ----------------------------------------------------------------------------------
