@@ -243,10 +243,9 @@ def _learner(cfg: R2D2Config, seed: int = 0) -> R2D2Learner:
     return learner
 
 
-def _batch(seed: int = 0, nb: int = 4, lstm: int = 8) -> dict:
-    g = torch.Generator().manual_seed(seed)
-    T = BURN_IN + TRACE
-    batch = {
+def _plain_batch(g, nb: int, T: int, lstm: int, state_scale: float = 1.0) -> dict:
+    """Random inputs for T steps, no terminals, no padding."""
+    return {
         B.OBS: torch.randn(nb, T + 1, OBS_DIM, generator=g),
         B.PREV_ACTION: torch.randint(0, NUM_ACTIONS, (nb, T + 1), generator=g),
         B.PREV_REWARD: torch.randn(nb, T + 1, generator=g),
@@ -254,10 +253,16 @@ def _batch(seed: int = 0, nb: int = 4, lstm: int = 8) -> dict:
         B.REWARD: torch.randn(nb, T, generator=g),
         B.TERMINAL: torch.zeros(nb, T),
         B.MASK: torch.ones(nb, T),
-        B.state_key(0): torch.randn(nb, lstm, generator=g),
-        B.state_key(1): torch.randn(nb, lstm, generator=g),
-        B.WEIGHT: torch.rand(nb, generator=g) + 0.1,
+        B.state_key(0): torch.randn(nb, lstm, generator=g) * state_scale,
+        B.state_key(1): torch.randn(nb, lstm, generator=g) * state_scale,
     }
+
+
+def _batch(seed: int = 0, nb: int = 4, lstm: int = 8) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    T = BURN_IN + TRACE
+    batch = _plain_batch(g, nb, T, lstm)
+    batch[B.WEIGHT] = torch.rand(nb, generator=g) + 0.1
     # row 1 terminates inside the trace; row 2 is a short padded (truncated) sequence
     batch[B.TERMINAL][1, 5] = 1.0
     batch[B.MASK][1, 6:] = 0.0
@@ -376,18 +381,8 @@ def test_stored_state_without_burn_in_is_the_unroll_start():
     # build a batch with T = trace only
     g = torch.Generator().manual_seed(11)
     nb, T = 3, TRACE
-    batch = {
-        B.OBS: torch.randn(nb, T + 1, OBS_DIM, generator=g),
-        B.PREV_ACTION: torch.randint(0, NUM_ACTIONS, (nb, T + 1), generator=g),
-        B.PREV_REWARD: torch.randn(nb, T + 1, generator=g),
-        B.ACTION: torch.randint(0, NUM_ACTIONS, (nb, T), generator=g),
-        B.REWARD: torch.randn(nb, T, generator=g),
-        B.TERMINAL: torch.zeros(nb, T),
-        B.MASK: torch.ones(nb, T),
-        B.state_key(0): torch.randn(nb, 8, generator=g) * 2,
-        B.state_key(1): torch.randn(nb, 8, generator=g) * 2,
-        B.WEIGHT: torch.ones(nb),
-    }
+    batch = _plain_batch(g, nb, T, 8, state_scale=2.0)
+    batch[B.WEIGHT] = torch.ones(nb)
     state = (batch[B.state_key(0)], batch[B.state_key(1)])
     loss, prios, stats = learner.loss(batch)
     ref_loss, ref_prios = _reference_loss(learner, batch, state)
