@@ -64,3 +64,26 @@ def table(rows: list[list], header: list[str]) -> str:
     lines = [" | ".join(c.ljust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def synthetic_batch(cfg, spec, device) -> dict:
+    """An R2D2 training batch of random data shaped like replay's (uint8 frames or float vectors)."""
+    import torch
+
+    from rlfleet.platform import batch as B
+
+    b, t = cfg.batch_size, cfg.burn_in + cfg.trace
+    g = torch.Generator(device="cpu").manual_seed(0)
+    if spec.obs_dtype == "uint8":
+        obs = torch.randint(0, 255, (b, t + 1) + spec.obs_shape, generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn((b, t + 1) + spec.obs_shape, generator=g)
+    batch = {B.OBS: obs, B.PREV_ACTION: torch.randint(0, spec.num_actions, (b, t + 1), generator=g),
+             B.PREV_REWARD: torch.rand(b, t + 1, generator=g),
+             B.ACTION: torch.randint(0, spec.num_actions, (b, t), generator=g),
+             B.REWARD: torch.rand(b, t, generator=g), B.TERMINAL: (torch.rand(b, t, generator=g) < 0.01).float(),
+             B.MASK: torch.ones(b, t), B.WEIGHT: torch.rand(b, generator=g)}
+    if cfg.use_lstm:
+        batch[B.state_key(0)] = torch.zeros(b, cfg.lstm_size)
+        batch[B.state_key(1)] = torch.zeros(b, cfg.lstm_size)
+    return {k: v.to(device) for k, v in batch.items()}

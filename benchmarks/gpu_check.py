@@ -19,24 +19,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import table, write_results  # noqa: E402
+from common import synthetic_batch, table, write_results  # noqa: E402
 
 from rlfleet.algorithms.r2d2.config import R2D2Config  # noqa: E402
 from rlfleet.algorithms.r2d2.learner import R2D2Learner  # noqa: E402
-from rlfleet.platform import batch as B  # noqa: E402
 from rlfleet.platform.envs import EnvSpec  # noqa: E402
-
-
-def synthetic_batch(cfg: R2D2Config, spec: EnvSpec, device) -> dict:
-    b, t = cfg.batch_size, cfg.burn_in + cfg.trace
-    g = torch.Generator(device="cpu").manual_seed(0)
-    obs = torch.randint(0, 255, (b, t + 1) + spec.obs_shape, generator=g, dtype=torch.uint8)
-    batch = {B.OBS: obs, B.PREV_ACTION: torch.randint(0, spec.num_actions, (b, t + 1), generator=g),
-             B.PREV_REWARD: torch.rand(b, t + 1, generator=g), B.ACTION: torch.randint(0, spec.num_actions, (b, t), generator=g),
-             B.REWARD: torch.rand(b, t, generator=g), B.TERMINAL: (torch.rand(b, t, generator=g) < 0.01).float(),
-             B.MASK: torch.ones(b, t), B.WEIGHT: torch.rand(b, generator=g),
-             B.state_key(0): torch.zeros(b, cfg.lstm_size), B.state_key(1): torch.zeros(b, cfg.lstm_size)}
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def measure(device: str, precision: str, updates: int, warmup: int = 5) -> dict:

@@ -56,16 +56,22 @@ class EnvList:
 
     def step(self, actions: np.ndarray) -> StepResult:
         n = len(self.envs)
-        next_obs, obs = [], []
-        reward = np.zeros(n, np.float32)
-        term = np.zeros(n, bool)
-        trunc = np.zeros(n, bool)
-        for i, (env, a) in enumerate(zip(self.envs, actions)):
-            o, r, te, tr, _ = env.step(a)
-            next_obs.append(o)
-            reward[i], term[i], trunc[i] = r, te, tr
-            obs.append(env.reset()[0] if (te or tr) else o)
-        return StepResult(np.stack(next_obs), reward, term, trunc, np.zeros(n, bool), np.stack(obs))
+        next_obs = np.empty((n,) + self.spec.obs_shape, self.spec.obs_dtype)
+        reward = np.empty(n, np.float32)
+        term = np.empty(n, bool)
+        trunc = np.empty(n, bool)
+        resets = []
+        # Python ints: Gymnasium's action-space check is several times slower on numpy scalars
+        for i, (env, a) in enumerate(zip(self.envs, actions.tolist())):
+            next_obs[i], reward[i], term[i], trunc[i], _ = env.step(a)
+            if term[i] or trunc[i]:
+                resets.append(i)
+        obs = next_obs
+        if resets:
+            obs = next_obs.copy()
+            for i in resets:
+                obs[i] = self.envs[i].reset()[0]
+        return StepResult(next_obs, reward, term, trunc, np.zeros(n, bool), obs)
 
     def close(self):
         for e in self.envs:

@@ -164,6 +164,9 @@ class Learner:
         pin = self.device.startswith("cuda")
         out = {}
         for k, v in sample.items():
+            if k == B.INDEX:  # stays on the host: it only goes back to the shard with the priorities
+                out[k] = v
+                continue
             t = torch.from_numpy(np.ascontiguousarray(v))
             out[k] = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)
         return out
@@ -195,6 +198,10 @@ class Learner:
                         pass
 
     def _update_loop(self):
+        import torch
+
+        cuda = self.device.startswith("cuda")
+        sent = None  # the previous update's priorities, copied to the host asynchronously
         while not self._stop.is_set():
             t0 = time.perf_counter()
             try:
@@ -205,11 +212,27 @@ class Learner:
             t1 = time.perf_counter()
             self.time["wait_batch"] += t1 - t0
             with self.lock:
-                priorities, metrics = self.core.update(batch)
+                priorities, stats = self.core.update(batch)
                 self.num_updates += 1
+                priorities = priorities.detach().to("cpu", non_blocking=cuda)
+                done = torch.cuda.Event() if cuda else None
+                if done is not None:
+                    done.record()
+            # Priorities go back one update late on a GPU: by the time this update is queued the
+            # previous one has finished, so reading its priorities does not stall the device.
+            if sent is not None:
+                self._send_priorities(*sent)
+            sent = (batch[B.SHARD], batch[B.INDEX], priorities, done)
+            if not cuda:
+                self._send_priorities(*sent)
+                sent = None
             self.time["update"] += time.perf_counter() - t1
-            # fire-and-forget: the update loop never waits on a remote call
-            self.shards[batch[B.SHARD]].update_priorities.remote(batch[B.INDEX].cpu().numpy(), priorities)
-            self.metrics = metrics
             if self.num_updates % self.publish_interval == 0:
+                self.metrics = {k: float(v) for k, v in stats.items()}  # the only sync with the device
                 self._publish()
+
+    def _send_priorities(self, shard: int, index, priorities, done) -> None:
+        if done is not None:
+            done.synchronize()
+        # fire-and-forget: the update loop never waits on a remote call
+        self.shards[shard].update_priorities.remote(index, priorities.numpy())

@@ -14,7 +14,8 @@ import traceback
 import numpy as np
 import ray
 
-from rlfleet.platform.sequence import SlotSequenceBuilder, stack_sequences
+from rlfleet.platform import batch as B
+from rlfleet.platform.sequence import SequenceBuilder
 
 
 def apex_epsilons(num_slots: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:
@@ -119,16 +120,14 @@ class EnvRunner:
 
     def _run(self):
         n, spec = len(self.envs), self.spec
-        builders = [SlotSequenceBuilder(self.layout, spec.obs_shape, spec.obs_dtype) for _ in range(n)]
-        obs = self.envs.reset()
-        for i, b in enumerate(builders):
-            b.begin(obs[i])
         init = self.policy.initial_state(1)
         state = self.policy.initial_state(n)
+        builder = SequenceBuilder(self.layout, n, spec.obs_shape, spec.obs_dtype, [s.shape[1:] for s in state],
+                                  max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)))
+        obs = self.envs.reset()
         prev_a = np.zeros(n, np.int64)
         prev_r = np.zeros(n, np.float32)
         ep_ret, ep_len = np.zeros(n), np.zeros(n, np.int64)
-        pending: list[dict] = []
         in_flight = None  # (shard index, ref) of the last shipment
         weights_req = None
         since_ship = since_sync = 0
@@ -139,39 +138,36 @@ class EnvRunner:
             split.mark("inference")
             res = self.envs.step(actions)
             split.mark("env")
-            reset_rows = []
-            for i in range(n):
-                if res.reset_step[i]:  # NEXT_STEP autoreset: no transition, a new episode begins
-                    builders[i].begin(res.obs[i])
-                    reset_rows.append(i)
-                    continue
-                r, done = float(res.reward[i]), bool(res.terminated[i] or res.truncated[i])
-                seq = builders[i].step(tuple(s[i] for s in state), int(actions[i]), r,
-                                       bool(res.terminated[i]), bool(res.truncated[i]), res.next_obs[i])
-                if seq is not None:
-                    pending.append(seq)
-                ep_ret[i] += r
-                ep_len[i] += 1
-                if done:
+            resets = res.reset_step  # NEXT_STEP autoreset: no transition, a new episode begins
+            any_reset = resets.any()
+            stepped = ~resets if any_reset else None
+            builder.step(stepped, obs, prev_a, prev_r, state, actions, res.reward, res.terminated, res.truncated,
+                         res.next_obs)
+            ep_ret += res.reward if stepped is None else res.reward * stepped
+            ep_len += 1 if stepped is None else stepped
+            done = np.logical_or(res.terminated, res.truncated)
+            if any_reset:
+                done &= stepped
+            if done.any():
+                for i in np.flatnonzero(done):
                     self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
-                    ep_ret[i], ep_len[i] = 0.0, 0
-                    if res.obs is not res.next_obs:  # the env already reset itself (EnvList)
-                        builders[i].begin(res.obs[i])
-                    reset_rows.append(i)
-            stepped = n - int(res.reset_step.sum())
+                ep_ret[done], ep_len[done] = 0.0, 0
             prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
-            if reset_rows:
-                rows = np.asarray(reset_rows)
-                next_state = reset_state_rows(next_state, init, rows)
-                prev_a[rows], prev_r[rows] = 0, 0.0
+            new_episode = done | resets if any_reset else done  # EnvList: res.obs already holds the new first obs
+            if new_episode.any():
+                next_state = reset_state_rows(next_state, init, new_episode)
+                prev_a[new_episode], prev_r[new_episode] = 0, 0.0
             state, obs = next_state, res.obs
-            self.env_steps += stepped
-            since_ship += stepped
-            since_sync += stepped
+            stepped_count = n - int(resets.sum()) if any_reset else n
+            self.env_steps += stepped_count
+            since_ship += stepped_count
+            since_sync += stepped_count
             split.mark("shipping")
-            if since_ship >= self.ship_interval and pending:
-                in_flight = self._ship(pending, in_flight)
-                pending, since_ship = [], 0
+            if since_ship >= self.ship_interval or builder.must_take():
+                seqs = builder.take()
+                if seqs is not None:
+                    in_flight = self._ship(seqs, in_flight)
+                since_ship = 0
             if since_sync >= self.sync_interval and weights_req is None:
                 weights_req = self.learner.get_weights.remote(self.version)
                 since_sync = 0
@@ -183,7 +179,7 @@ class EnvRunner:
                     self.weight_updates += 1
                 split.mark("shipping")
 
-    def _ship(self, pending: list[dict], in_flight):
+    def _ship(self, seqs: dict, in_flight):
         """Send stacked sequences to the next shard (round robin), pipelined: the previous
         shipment's answer (its shard's rate limiter: may we insert more?) is read only now,
         and while it says no, this runner waits."""
@@ -195,8 +191,8 @@ class EnvRunner:
                 ref = shard.can_insert.remote()
         split.mark("waiting")
         shard = self.shards[(self.index + self.shipments) % len(self.shards)]
-        ref = shard.add.remote(stack_sequences(pending))
+        ref = shard.add.remote(seqs)
         self.shipments += 1
-        self.sequences_shipped += len(pending)
+        self.sequences_shipped += len(seqs[B.MASK])
         split.mark("shipping")
         return shard, ref

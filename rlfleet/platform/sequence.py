@@ -80,3 +80,116 @@ class SlotSequenceBuilder:
 
 def stack_sequences(seqs: list[dict]) -> dict[str, np.ndarray]:
     return {k: np.stack([s[k] for s in seqs]) for k in seqs[0]}
+
+
+class SequenceBuilder:
+    """The same sequences as one SlotSequenceBuilder per slot, for all slots of a runner at once.
+
+    Why: with cheap envs the per-slot Python of the reference builder costs as much as the env.
+    Here iteration t of the runner writes row t % H of per-slot ring buffers with plain slices
+    (the acting inputs: obs, previous action/reward, recurrent state; and what followed: action,
+    reward, terminal), and a finished sequence is only recorded as (slot, last row, length);
+    `take` gathers all pending sequences with one fancy-indexing copy per column when the runner
+    ships. An episode's steps are consecutive rows; the bootstrap observation after a sequence's
+    last step is kept aside for the slots that finish a sequence or an episode.
+    """
+
+    def __init__(self, layout: SequenceLayout, num_slots: int, obs_shape, obs_dtype, state_shapes=(),
+                 max_steps_between_takes: int = 64):
+        if layout.period > layout.trace:
+            raise ValueError("sequence period must be <= trace so every step gets a loss")
+        n, T = num_slots, layout.length
+        self.T, self.period, self.n = T, layout.period, n
+        self.max_steps_between_takes = max_steps_between_takes
+        self.H = H = T + max_steps_between_takes + 1  # a pending sequence's rows survive until `take`
+        obs_shape, obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
+        self.obs = np.zeros((n, H) + obs_shape, obs_dtype)
+        self.boot_obs = np.zeros((n, H) + obs_shape, obs_dtype)  # next obs, at rows that end a sequence
+        self.prev_action = np.zeros((n, H), np.int64)
+        self.prev_reward = np.zeros((n, H), np.float32)
+        self.action = np.zeros((n, H), np.int64)
+        self.reward = np.zeros((n, H), np.float32)
+        self.terminal = np.zeros((n, H), np.float32)
+        self.state = [np.zeros((n, H) + tuple(s), np.float32) for s in state_shapes]
+        self.t = 0  # iterations so far; row = t % H
+        self.since_start = np.zeros(n, np.int64)  # steps since the current sequence's start
+        self.new_steps = np.zeros(n, np.int64)  # steps not yet in any recorded sequence
+        self.ep_steps = np.zeros(n, np.int64)
+        self._pending: list[tuple[np.ndarray, int, np.ndarray]] = []
+        self.steps_since_take = 0
+
+    def step(self, stepped: np.ndarray | None, obs, prev_action, prev_reward, state: tuple, action, reward,
+             terminated, truncated, next_obs) -> None:
+        """One runner iteration: slot i acted on (obs[i], prev_action[i], prev_reward[i], state[i])
+        and got (reward[i], terminated[i], truncated[i], next_obs[i]). `stepped` is a bool mask of
+        the slots that made a transition (None: all); the others only reset their env (Gymnasium
+        NEXT_STEP autoreset) and what they wrote is never read."""
+        H, T = self.H, self.T
+        row = self.t % H
+        self.obs[:, row] = obs
+        self.prev_action[:, row] = prev_action
+        self.prev_reward[:, row] = prev_reward
+        for buf, s in zip(self.state, state):
+            buf[:, row] = s
+        self.action[:, row] = action
+        self.reward[:, row] = reward
+        self.terminal[:, row] = terminated
+        inc = 1 if stepped is None else stepped
+        self.since_start += inc
+        self.new_steps += inc
+        self.ep_steps += inc
+        done = terminated | truncated
+        if stepped is not None:
+            done = done & stepped
+        full = self.since_start == T
+        emit = full | (done & (self.new_steps > 0))
+        if emit.any():
+            e = np.flatnonzero(emit)
+            self.boot_obs[e, row] = next_obs[e]
+            self._pending.append((e, self.t, np.minimum(self.ep_steps[e], T)))
+            self.since_start[full] -= self.period
+            self.new_steps[full] = 0
+        if done.any():  # the slot's next transition starts a new episode
+            self.since_start[done] = self.new_steps[done] = self.ep_steps[done] = 0
+        self.t += 1
+        self.steps_since_take += 1
+
+    def must_take(self) -> bool:
+        return self.steps_since_take >= self.max_steps_between_takes
+
+    def take(self) -> dict[str, np.ndarray] | None:
+        """All sequences recorded since the last take, stacked ([K, T(+1), ...] per column)."""
+        self.steps_since_take = 0
+        if not self._pending:
+            return None
+        slot = np.concatenate([p[0] for p in self._pending])
+        last = np.concatenate([np.full(len(p[0]), p[1]) for p in self._pending])
+        length = np.concatenate([p[2] for p in self._pending])
+        self._pending.clear()
+        T, H = self.T, self.H
+        start = last - length + 1
+        rows = (start[:, None] + np.arange(T)) % H  # [K, T]
+        s = slot[:, None]
+        valid = np.arange(T) < length[:, None]  # steps with a transition (the mask)
+        k = np.arange(len(slot))
+        last_row = last % H
+
+        def gather(buf, boot=None):
+            """[K, T] (+ the bootstrap input at index `length`: [K, T+1]); zero past the valid steps."""
+            x = np.where(valid.reshape(valid.shape + (1,) * (buf.ndim - 2)), buf[s, rows], np.zeros((), buf.dtype))
+            if boot is None:
+                return x
+            x = np.concatenate([x, np.zeros_like(x[:, :1])], axis=1)
+            x[k, length] = boot
+            return x
+
+        out = {B.OBS: gather(self.obs, self.boot_obs[slot, last_row]),
+               B.PREV_ACTION: gather(self.prev_action, self.action[slot, last_row]),
+               B.PREV_REWARD: gather(self.prev_reward, self.reward[slot, last_row]),
+               B.ACTION: gather(self.action),
+               B.REWARD: gather(self.reward),
+               B.TERMINAL: gather(self.terminal),
+               B.MASK: valid.astype(np.float32)}
+        for i, buf in enumerate(self.state):
+            out[B.state_key(i)] = buf[slot, start % H]
+        return out

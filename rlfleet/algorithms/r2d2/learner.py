@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import copy
+import functools
 
-import numpy as np
 import torch
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
@@ -30,6 +30,17 @@ def inverse_value_rescale(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
         torch.square((torch.sqrt(1.0 + 4.0 * eps * (torch.abs(x) + 1.0 + eps)) - 1.0) / (2.0 * eps)) - 1.0)
 
 
+@functools.lru_cache(maxsize=32)
+def _shifted_indices(t: int, n: int, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """For k < n: (index t' + k clamped to the sequence, whether t' + k is inside it). Cached:
+    building them on every update cost ~0.6 ms of a ~8 ms CPU update."""
+    out = []
+    for k in range(n):
+        idx = torch.arange(t, device=device) + k
+        out.append((idx.clamp(max=t - 1), idx < t))
+    return out
+
+
 def n_step_double_q_targets(q_online: torch.Tensor, q_target: torch.Tensor, reward: torch.Tensor,
                             terminal: torch.Tensor, mask: torch.Tensor, n: int, gamma: float,
                             rescale: bool = True, eps: float = 1e-3) -> torch.Tensor:
@@ -46,20 +57,19 @@ def n_step_double_q_targets(q_online: torch.Tensor, q_target: torch.Tensor, rewa
         q_boot = inverse_value_rescale(q_boot, eps)
     ret = torch.zeros_like(reward)
     discount = torch.ones_like(reward)  # gamma^(steps summed so far)
+    shifts = _shifted_indices(t, n, reward.device)
     terminated = torch.zeros_like(reward)  # a terminal occurred among the summed steps
     active = mask.clone()  # still summing rewards for target t
     steps = torch.zeros(b, t, dtype=torch.long, device=reward.device)
-    for k in range(n):
-        idx = torch.arange(t, device=reward.device) + k
-        inside = (idx < t).to(reward.dtype)
-        idx = idx.clamp(max=t - 1)
+    for idx, inside in shifts:
+        inside = inside.to(reward.dtype)
         valid = active * inside * mask[:, idx]
         ret = ret + valid * discount * reward[:, idx]
         discount = torch.where(valid > 0, discount * gamma, discount)
         steps = steps + valid.long()
         terminated = terminated + valid * terminal[:, idx]
         active = valid * (1.0 - terminal[:, idx])  # stops at a terminal or at the sequence end
-    boot_idx = torch.arange(t, device=reward.device).unsqueeze(0) + steps
+    boot_idx = shifts[0][0].unsqueeze(0) + steps
     bootstrap = q_boot.gather(1, boot_idx)
     y = ret + discount * (1.0 - terminated) * bootstrap
     return value_rescale(y, eps) if rescale else y
@@ -123,7 +133,9 @@ class R2D2Learner:
         frac = min(1.0, self.num_updates / cfg.lr_decay_updates)
         return cfg.lr + frac * (cfg.lr_final - cfg.lr)
 
-    def update(self, batch: dict) -> tuple[np.ndarray, dict]:
+    def update(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        """One gradient step. Returns (priorities [B], stats) as tensors on the learner's device:
+        nothing here waits for the device, so a GPU learner can queue the next step right away."""
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
         loss, priorities, stats = self.loss(batch)
@@ -139,7 +151,7 @@ class R2D2Learner:
             self.target.load_state_dict(self.online.state_dict())
         stats["grad_norm"] = grad_norm
         stats["lr"] = self.optimizer.param_groups[0]["lr"]
-        return priorities.cpu().numpy(), {k: float(v) for k, v in stats.items()}
+        return priorities, stats
 
     def acting_weights(self) -> dict:
         return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}

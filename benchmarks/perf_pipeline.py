@@ -1,0 +1,152 @@
+"""Pipeline efficiency: env steps/s of rlfleet runners vs the same envs stepped raw.
+
+For each env family present and R runners (1 and 2) of M envs each:
+- raw: R plain processes (multiprocessing, spawn), each stepping M envs in a loop with random
+  actions and resetting finished ones: the ceiling, no learning machinery at all;
+- rlfleet random: R EnvRunner actors hosting a RandomPolicy (no network), building sequences and
+  shipping them to a replay shard with no rate limit (so no learner bottleneck);
+- rlfleet r2d2: the same with the quickstart's R2D2 network acting (one batched forward per step).
+Writes benchmarks/results/perf_pipeline.json; the summary ratio is rlfleet random / raw.
+
+    python benchmarks/perf_pipeline.py --seconds 10
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table, write_results  # noqa: E402
+
+from rlfleet.platform.config import load_config  # noqa: E402
+from rlfleet.platform.envs import EnvMaker  # noqa: E402
+from rlfleet.platform.policies import RandomPolicy  # noqa: E402
+from rlfleet.platform.registry import resolve_algorithm, resolve_env  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+# family name -> config whose env and network are measured
+ENVS = {"stateless_cartpole": ROOT / "configs" / "quickstart.yaml"}
+
+
+def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
+    envs = [maker() for _ in range(num_envs)]
+    for i, e in enumerate(envs):
+        e.reset(seed=seed + i)
+    n_actions = envs[0].action_space.n
+    actions = np.random.default_rng(seed).integers(0, n_actions, 1 << 16).tolist()  # Python ints: fastest
+    steps, k = 0, 0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        for e in envs:
+            _, _, term, trunc, _ = e.step(actions[k & 0xFFFF])
+            k += 1
+            if term or trunc:
+                e.reset()
+        steps += num_envs
+    out.put(steps / seconds)
+
+
+def raw_steps_per_s(maker: EnvMaker, runners: int, num_envs: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_raw_worker, args=(maker, num_envs, seconds, 1000 * i, out)) for i in range(runners)]
+    for p in procs:
+        p.start()
+    rates = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return float(sum(rates))
+
+
+class WeightsSource:
+    """Stands in for the learner's get_weights: version 0 forever (no learner in this benchmark)."""
+
+    def __init__(self, weights):
+        self.weights = weights
+
+    def get_weights(self, known_version: int = -1):
+        return self.weights if known_version < self.weights[0] else None
+
+
+def rlfleet_steps_per_s(cfg, algo_cfg, maker: EnvMaker, policy: str, runners: int, num_envs: int,
+                        ship_interval: int, seconds: float, warmup: float = 3.0) -> tuple[float, dict]:
+    import ray
+
+    from rlfleet.platform.learner import ReplayShard
+    from rlfleet.platform.runner import EnvRunner, apex_epsilons
+
+    spec = resolve_algorithm(cfg.algorithm_name)
+    layout = spec.sequence_layout(algo_cfg)
+    env_spec = maker.spec()
+    if policy == "random":
+        make_policy, weights = RandomPolicy, (0, [ray.put({})])
+    else:
+        make_policy = spec.make_policy
+        weights = (0, [ray.put(make_policy(algo_cfg, env_spec).net.state_dict())])
+    shard = ray.remote(ReplayShard).options(num_cpus=0.1, max_concurrency=4).remote(
+        capacity=20_000, alpha=0.9, beta=0.6, min_size=1, samples_per_insert=None, error_buffer=100, seed=0)
+    source = ray.remote(WeightsSource).options(num_cpus=0.01).remote(weights)
+    eps = apex_epsilons(runners * num_envs)
+    actors = [ray.remote(EnvRunner).options(num_cpus=0.5, max_concurrency=4).remote(
+        i, maker, make_policy, algo_cfg, layout, eps[i * num_envs:(i + 1) * num_envs], [shard], source, weights,
+        ship_interval, cfg.runners.weight_sync_interval, seed=i) for i in range(runners)]
+    ray.get([a.start.remote() for a in actors])
+    time.sleep(warmup)
+    s0 = ray.get([a.stats.remote() for a in actors])
+    t0 = time.perf_counter()
+    time.sleep(seconds)
+    s1 = ray.get([a.stats.remote() for a in actors])
+    dt = time.perf_counter() - t0
+    ray.get([a.stop.remote() for a in actors])
+    split = {k: sum(b["time"][k] - a["time"][k] for a, b in zip(s0, s1)) for k in s1[0]["time"]}
+    total = sum(split.values()) or 1.0
+    for a in actors + [shard, source]:
+        ray.kill(a)
+    rate = sum(b["env_steps"] - a["env_steps"] for a, b in zip(s0, s1)) / dt
+    return rate, {k: round(v / total, 3) for k, v in split.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--runners", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--envs-per-runner", type=int, nargs="+", default=[8, 64])
+    p.add_argument("--ship-interval", type=int, default=1024, help="env steps per shipment to replay")
+    args = p.parse_args()
+    import ray
+
+    rows = []
+    for family, config in ENVS.items():
+        cfg, algo_cfg, _ = load_config(config)
+        maker = EnvMaker(resolve_env(cfg.env.id), cfg.env.kwargs, cfg.env.observation_mask, cfg.env.vectorization)
+        for num_envs in args.envs_per_runner:
+            for r in args.runners:
+                setting = f"{family} {r}x{num_envs}"
+                common = {"setting": setting, "env": family, "runners": r, "envs_per_runner": num_envs,
+                          "metric": "env_steps_per_s"}
+                raw = raw_steps_per_s(maker, r, num_envs, args.seconds)  # before Ray: nothing else running
+                rows.append({"system": "raw", **common, "value": round(raw, 1)})
+                ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
+                for policy in ("random", "r2d2"):
+                    rate, split = rlfleet_steps_per_s(cfg, algo_cfg, maker, policy, r, num_envs, args.ship_interval,
+                                                      args.seconds)
+                    rows.append({"system": f"rlfleet-{policy}", **common, "value": round(rate, 1),
+                                 "ratio_vs_raw": round(rate / raw, 3), "time_split": split})
+                ray.shutdown()
+    ratio = {}
+    for row in rows:
+        if row["system"] == "rlfleet-random":
+            ratio[f"{row['env']} {row['runners']}x{row['envs_per_runner']}"] = row["ratio_vs_raw"]
+    print(table([[r["setting"], r["system"], r["value"], r.get("ratio_vs_raw"),
+                  " ".join(f"{k}={v}" for k, v in r.get("time_split", {}).items())] for r in rows],
+                ["env runners x envs", "system", "env steps/s", "vs raw", "runner time split"]))
+    print("wrote", write_results("perf_pipeline", rows, {"ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()
