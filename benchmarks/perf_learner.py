@@ -26,7 +26,7 @@ import rlfleet  # noqa: E402
 from rlfleet.platform.config import load_config  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
 from rlfleet.platform.policies import RandomPolicy  # noqa: E402
-from rlfleet.platform.registry import resolve_algorithm, resolve_env  # noqa: E402
+from rlfleet.platform.registry import resolve_algorithm  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -61,7 +61,7 @@ def learner_in_system(cfg, algo_cfg, seconds: float) -> tuple[float, float, dict
     from rlfleet.platform.runner import EnvRunner, apex_epsilons
 
     spec = resolve_algorithm(cfg.algorithm_name)
-    maker = EnvMaker(resolve_env(cfg.env.id), cfg.env.kwargs, cfg.env.observation_mask, cfg.env.vectorization)
+    maker = EnvMaker.from_config(cfg.env)
     env_spec = maker.spec()
     shard = ray.remote(ReplayShard).options(num_cpus=cfg.replay.num_cpus, max_concurrency=8).remote(
         capacity=cfg.replay.capacity, alpha=cfg.replay.alpha, beta=cfg.replay.beta, min_size=cfg.replay.min_size,

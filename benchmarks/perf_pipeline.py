@@ -26,7 +26,7 @@ from common import table, write_results  # noqa: E402
 from rlfleet.platform.config import load_config  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
 from rlfleet.platform.policies import RandomPolicy  # noqa: E402
-from rlfleet.platform.registry import resolve_algorithm, resolve_env  # noqa: E402
+from rlfleet.platform.registry import resolve_algorithm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # family name -> config whose env and network are measured
@@ -123,7 +123,7 @@ def main() -> None:
     rows = []
     for family, config in ENVS.items():
         cfg, algo_cfg, _ = load_config(config)
-        maker = EnvMaker(resolve_env(cfg.env.id), cfg.env.kwargs, cfg.env.observation_mask, cfg.env.vectorization)
+        maker = EnvMaker.from_config(cfg.env)
         for num_envs in args.envs_per_runner:
             for r in args.runners:
                 setting = f"{family} {r}x{num_envs}"

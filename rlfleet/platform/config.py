@@ -23,6 +23,8 @@ class EnvConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the env factory")
     observation_mask: Optional[list[int]] = Field(
         None, description="keep only these observation indices (memory tasks from ordinary envs)")
+    normalize_observations: bool = Field(
+        False, description="scale Box observation dims with finite bounds to [-1, 1] (static, so replay stays valid)")
     vectorization: Literal["none", "sync"] = Field(
         "none", description="'sync' runs the envs of a runner in a gymnasium SyncVectorEnv (NEXT_STEP autoreset)")
 

@@ -19,7 +19,7 @@ from rlfleet.platform.errors import UserError
 from rlfleet.platform.evaluation import Evaluator
 from rlfleet.platform.learner import Learner, ReplayShard
 from rlfleet.platform.metrics import MetricsLogger
-from rlfleet.platform.registry import resolve_algorithm, resolve_env
+from rlfleet.platform.registry import resolve_algorithm
 from rlfleet.platform.runner import EnvRunner, apex_epsilons
 
 TICK_S = 0.25
@@ -75,8 +75,7 @@ class Experiment:
         self.cfg, self.algo_cfg = cfg, algo_cfg
         self.spec = resolve_algorithm(cfg.algorithm_name)
         self.layout = self.spec.sequence_layout(algo_cfg)
-        self.env_maker = EnvMaker(resolve_env(cfg.env.id), cfg.env.kwargs, cfg.env.observation_mask,
-                                  cfg.env.vectorization)
+        self.env_maker = EnvMaker.from_config(cfg.env)
         try:
             self.env_spec = self.env_maker.spec()
         except UserError:

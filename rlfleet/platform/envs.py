@@ -125,19 +125,47 @@ def mask_observation(env, keep: list[int]):
     return gym.wrappers.TransformObservation(env, lambda o: o[idx], new_space)
 
 
+def scale_observation(env):
+    """Map each Box observation dim with finite bounds linearly onto [-1, 1]; unbounded dims pass
+    through. Why: inputs on very different scales (CartPole: cart position ~1, pole angle ~0.05)
+    slow learning; unlike a running mean/std filter, a fixed map keeps stored replay consistent."""
+    import gymnasium as gym
+
+    space = env.observation_space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"normalize_observations needs a Box observation space, got {space}")
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    finite = np.isfinite(low) & np.isfinite(high) & (high > low)
+    center = np.where(finite, (high + low) / 2, 0.0).astype(np.float32)
+    scale = np.where(finite, 2.0 / np.where(finite, high - low, 1.0), 1.0).astype(np.float32)
+    new_space = gym.spaces.Box(np.where(finite, -1.0, low).astype(np.float32),
+                               np.where(finite, 1.0, high).astype(np.float32), dtype=np.float32)
+    return gym.wrappers.TransformObservation(env, lambda o: ((o - center) * scale).astype(np.float32), new_space)
+
+
 class EnvMaker:
     """Picklable recipe for one env: the registered factory, its kwargs and generic wrappers.
     Shipped to runner actors so the registry lookup happens once, in the driver."""
 
     def __init__(self, factory, kwargs: dict, observation_mask: list[int] | None = None,
-                 vectorization: str = "none"):
+                 vectorization: str = "none", normalize_observations: bool = False):
         self.factory, self.kwargs = factory, dict(kwargs)
         self.observation_mask, self.vectorization = observation_mask, vectorization
+        self.normalize_observations = normalize_observations
+
+    @classmethod
+    def from_config(cls, env_cfg) -> "EnvMaker":
+        from rlfleet.platform.registry import resolve_env
+
+        return cls(resolve_env(env_cfg.id), env_cfg.kwargs, env_cfg.observation_mask, env_cfg.vectorization,
+                   env_cfg.normalize_observations)
 
     def __call__(self):
         env = self.factory(**self.kwargs)
         if self.observation_mask is not None:
             env = mask_observation(env, self.observation_mask)
+        if self.normalize_observations:
+            env = scale_observation(env)
         return env
 
     def batch(self, n: int, seed: int):
