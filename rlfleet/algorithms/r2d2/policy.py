@@ -3,9 +3,65 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
-from rlfleet.algorithms.r2d2.networks import R2D2Network
+from rlfleet.algorithms.r2d2.networks import MLPTorso, R2D2Network
+
+
+def _linears(module: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
+    return [(m.weight.detach().numpy().T.copy(), m.bias.detach().numpy().copy())
+            for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _mlp(x: np.ndarray, layers, relu_last: bool) -> np.ndarray:
+    for k, (w, b) in enumerate(layers):
+        x = x @ w + b
+        if relu_last or k < len(layers) - 1:
+            x = np.maximum(x, 0.0)
+    return x
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+
+
+class NumpyStep:
+    """One acting step of an MLP-torso R2D2Network in plain numpy: the same math as
+    `R2D2Network.unroll` with T = 1 (checked by a test), without torch's per-op dispatch, which
+    dominates for small networks (~3x faster per step on a CPU runner)."""
+
+    def __init__(self, net: R2D2Network):
+        self.num_actions = net.num_actions
+        self.torso = _linears(net.torso)
+        self.use_lstm, self.dueling = net.use_lstm, net.dueling
+        if net.use_lstm:
+            c = net.core
+            self.w_ih = c.weight_ih_l0.detach().numpy().T.copy()
+            self.w_hh = c.weight_hh_l0.detach().numpy().T.copy()
+            self.b = (c.bias_ih_l0 + c.bias_hh_l0).detach().numpy().copy()
+        else:
+            self.core = _linears(net.core)
+        self.heads = [_linears(net.value), _linears(net.advantage)] if net.dueling else [_linears(net.q)]
+        self.eye = np.eye(self.num_actions, dtype=np.float32)
+
+    def __call__(self, obs, prev_action, prev_reward, state):
+        f = _mlp(obs.reshape(len(obs), -1).astype(np.float32, copy=False), self.torso, relu_last=True)
+        x = np.concatenate([f, self.eye[prev_action], prev_reward.reshape(-1, 1).astype(np.float32)], axis=1)
+        if self.use_lstm:  # PyTorch gate order: input, forget, cell, output
+            h, c = state
+            i, fg, g, o = np.split(x @ self.w_ih + h @ self.w_hh + self.b, 4, axis=1)
+            c = _sigmoid(fg) * c + _sigmoid(i) * np.tanh(g)
+            out = _sigmoid(o) * np.tanh(c)
+            state = (out, c)
+        else:
+            out = _mlp(x, self.core, relu_last=True)
+        if self.dueling:
+            v, adv = (_mlp(out, head, relu_last=False) for head in self.heads)
+            q = v + adv - adv.mean(axis=-1, keepdims=True)
+        else:
+            q = _mlp(out, self.heads[0], relu_last=False)
+        return q, state
 
 
 class R2D2Policy:
@@ -14,15 +70,23 @@ class R2D2Policy:
     def __init__(self, cfg: R2D2Config, env_spec):
         self.net = R2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg).eval()
         self.num_actions = env_spec.num_actions
+        self._fast = None
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._fast = NumpyStep(self.net) if isinstance(self.net.torso, MLPTorso) else None
 
     def initial_state(self, batch_size: int) -> tuple:
         return tuple(s.numpy() for s in self.net.initial_state(batch_size))
 
     def load_weights(self, weights: dict) -> None:
         self.net.load_state_dict(weights)
+        self._refresh()
 
     @torch.inference_mode()
     def q_values(self, obs, prev_action, prev_reward, state):
+        if self._fast is not None:
+            return self._fast(obs, prev_action, prev_reward, state)
         st = tuple(torch.from_numpy(s) for s in state)
         q, st = self.net.unroll(torch.from_numpy(obs).unsqueeze(1), torch.from_numpy(prev_action).unsqueeze(1),
                                 torch.from_numpy(prev_reward).unsqueeze(1), st)
