@@ -222,7 +222,7 @@ def test_batched_builder_matches_per_slot_reference(layout, next_step_reset):
     rng = np.random.default_rng(3)
     n, steps = 5, 400
     ref = [SlotSequenceBuilder(layout, (2,), np.float32) for _ in range(n)]
-    vec = SequenceBuilder(layout, n, (2,), np.float32, [(LSTM,), (LSTM,)], max_steps_between_takes=7)
+    vec = SequenceBuilder(layout, n, {B.OBS: ((2,), np.float32)}, [(LSTM,), (LSTM,)], max_steps_between_takes=7)
     obs = rng.normal(size=(n, 2)).astype(np.float32)
     for i in range(n):
         ref[i].begin(obs[i])
@@ -244,8 +244,8 @@ def test_batched_builder_matches_per_slot_reference(layout, next_step_reset):
                               bool(trunc[i]), next_obs[i])
             if seq is not None:
                 expected.append(seq)
-        vec.step(~reset_next if reset_next.any() else None, obs, prev_a, prev_r, state, action, reward, term,
-                 trunc, next_obs)
+        vec.step(~reset_next if reset_next.any() else None, {B.OBS: obs}, prev_a, prev_r, state, action, reward,
+                 term, trunc, {B.OBS: next_obs})
         done = np.zeros(n, bool)
         done[stepped] = (term | trunc)[stepped]
         obs, prev_a, prev_r = next_obs.copy(), action.copy(), reward.copy()

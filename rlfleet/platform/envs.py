@@ -19,6 +19,8 @@ class EnvSpec:
     obs_shape: tuple
     obs_dtype: str
     num_actions: int
+    action_mask: bool = False  # the env reports legal actions per step (StepResult.action_mask)
+    agents: int = 1  # runner slots per env (multi-agent envs: one per agent)
 
     @staticmethod
     def from_spaces(observation_space, action_space) -> "EnvSpec":
@@ -37,6 +39,8 @@ class StepResult:
     truncated: np.ndarray
     reset_step: np.ndarray  # True: this slot's step only reset its env; no transition happened
     obs: np.ndarray  # what to act on next (first obs of a new episode where a slot just reset)
+    action_mask: np.ndarray | None = None  # [N, A] legal actions for `obs` (envs with masks only)
+    next_action_mask: np.ndarray | None = None  # [N, A] legal actions for `next_obs`
 
 
 class EnvList:
@@ -148,20 +152,29 @@ class EnvMaker:
     Shipped to runner actors so the registry lookup happens once, in the driver."""
 
     def __init__(self, factory, kwargs: dict, observation_mask: list[int] | None = None,
-                 vectorization: str = "none", normalize_observations: bool = False):
+                 vectorization: str = "none", normalize_observations: bool = False, agent_id: bool = True):
         self.factory, self.kwargs = factory, dict(kwargs)
         self.observation_mask, self.vectorization = observation_mask, vectorization
-        self.normalize_observations = normalize_observations
+        self.normalize_observations, self.agent_id = normalize_observations, agent_id
 
     @classmethod
     def from_config(cls, env_cfg) -> "EnvMaker":
         from rlfleet.platform.registry import resolve_env
 
         return cls(resolve_env(env_cfg.id), env_cfg.kwargs, env_cfg.observation_mask, env_cfg.vectorization,
-                   env_cfg.normalize_observations)
+                   env_cfg.normalize_observations, env_cfg.agent_id)
 
     def __call__(self):
+        from rlfleet.platform.multiagent import is_aec_env, is_parallel_env
+
         env = self.factory(**self.kwargs)
+        if is_parallel_env(env) or is_aec_env(env):
+            if self.observation_mask is not None or self.normalize_observations:
+                from rlfleet.platform.errors import UserError
+
+                raise UserError("env.observation_mask and env.normalize_observations apply to single-agent "
+                                "Gymnasium envs only")
+            return env
         if self.observation_mask is not None:
             env = mask_observation(env, self.observation_mask)
         if self.normalize_observations:
@@ -173,11 +186,29 @@ class EnvMaker:
             import gymnasium as gym
 
             return VectorEnvBatch(gym.vector.SyncVectorEnv([self] * n), seed)
-        return EnvList([self() for _ in range(n)], seed)
+        envs = [self() for _ in range(n)]
+        return self._wrap(envs, seed)
+
+    def _wrap(self, envs: list, seed: int):
+        from rlfleet.platform.multiagent import MultiAgentBatch, is_aec_env, is_parallel_env
+
+        if is_aec_env(envs[0]):
+            from rlfleet.platform.errors import UserError
+
+            raise UserError("turn-based (AEC) PettingZoo envs are not supported by the runner yet; "
+                            "use a Parallel env (pettingzoo's parallel_env)")
+        if is_parallel_env(envs[0]):
+            return MultiAgentBatch(envs, seed, agent_id=self.agent_id)
+        return EnvList(envs, seed)
+
+    def agents_per_env(self) -> int:
+        if not hasattr(self, "_agents"):
+            self._agents = self.spec().agents
+        return self._agents
 
     def spec(self) -> EnvSpec:
-        env = self()
+        batch = self._wrap([self()], 0)
         try:
-            return EnvSpec.from_spaces(env.observation_space, env.action_space)
+            return batch.spec
         finally:
-            env.close()
+            batch.close()

@@ -12,6 +12,7 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
     n = len(envs)
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     obs = envs.reset()
+    legal = envs.action_mask if envs.spec.action_mask else None
     init = policy.initial_state(1)
     state = policy.initial_state(n)
     prev_a, prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
@@ -19,8 +20,9 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
     ret, length = np.zeros(n), np.zeros(n, np.int64)
     out: list[tuple[float, int]] = []
     while (quota > 0).any():
-        actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng)
+        actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng, action_mask=legal)
         res = envs.step(actions)
+        legal = res.action_mask
         prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
         for i in range(n):
             if res.reset_step[i]:

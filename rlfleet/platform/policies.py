@@ -17,5 +17,13 @@ class RandomPolicy:
     def load_weights(self, weights) -> None:
         pass
 
-    def act(self, obs, prev_action, prev_reward, state, epsilon, rng: np.random.Generator):
-        return rng.integers(0, self.num_actions, len(obs)).astype(np.int64), state
+    def act(self, obs, prev_action, prev_reward, state, epsilon, rng: np.random.Generator, action_mask=None):
+        return random_legal_actions(rng, len(obs), self.num_actions, action_mask), state
+
+
+def random_legal_actions(rng: np.random.Generator, n: int, num_actions: int, action_mask=None) -> np.ndarray:
+    """Uniform over all actions, or over each row's legal ones where a mask is given."""
+    if action_mask is None:
+        return rng.integers(0, num_actions, n).astype(np.int64)
+    scores = rng.random((n, num_actions)) + action_mask  # any legal action beats every illegal one
+    return scores.argmax(-1).astype(np.int64)

@@ -54,7 +54,7 @@ class EnvRunner:
 
         torch.set_num_threads(1)
         self.index = index
-        self.envs = env_maker.batch(len(epsilons), seed)
+        self.envs = env_maker.batch(len(epsilons) // env_maker.agents_per_env(), seed)
         self.spec = self.envs.spec
         self.policy = make_policy(algo_cfg, self.spec)
         self.version = -1
@@ -122,9 +122,13 @@ class EnvRunner:
         n, spec = len(self.envs), self.spec
         init = self.policy.initial_state(1)
         state = self.policy.initial_state(n)
-        builder = SequenceBuilder(self.layout, n, spec.obs_shape, spec.obs_dtype, [s.shape[1:] for s in state],
+        inputs = {B.OBS: (spec.obs_shape, spec.obs_dtype)}
+        if spec.action_mask:
+            inputs[B.ACTION_MASK] = ((spec.num_actions,), bool)
+        builder = SequenceBuilder(self.layout, n, inputs, [s.shape[1:] for s in state],
                                   max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)))
         obs = self.envs.reset()
+        legal = self.envs.action_mask if spec.action_mask else None  # legal actions for `obs`
         prev_a = np.zeros(n, np.int64)
         prev_r = np.zeros(n, np.float32)
         ep_ret, ep_len = np.zeros(n), np.zeros(n, np.int64)
@@ -134,15 +138,19 @@ class EnvRunner:
         split = self.split
         split.mark("waiting")
         while not self._stop.is_set():
-            actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.current_epsilons(), self.rng)
+            actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.current_epsilons(), self.rng,
+                                                  action_mask=legal)
             split.mark("inference")
             res = self.envs.step(actions)
             split.mark("env")
-            resets = res.reset_step  # NEXT_STEP autoreset: no transition, a new episode begins
+            resets = res.reset_step  # no transition: NEXT_STEP autoreset, or an agent sitting out
             any_reset = resets.any()
             stepped = ~resets if any_reset else None
-            builder.step(stepped, obs, prev_a, prev_r, state, actions, res.reward, res.terminated, res.truncated,
-                         res.next_obs)
+            inputs, next_inputs = {B.OBS: obs}, {B.OBS: res.next_obs}
+            if legal is not None:
+                inputs[B.ACTION_MASK], next_inputs[B.ACTION_MASK] = legal, res.next_action_mask
+            builder.step(stepped, inputs, prev_a, prev_r, state, actions, res.reward, res.terminated, res.truncated,
+                         next_inputs)
             ep_ret += res.reward if stepped is None else res.reward * stepped
             ep_len += 1 if stepped is None else stepped
             done = np.logical_or(res.terminated, res.truncated)
@@ -157,7 +165,7 @@ class EnvRunner:
             if new_episode.any():
                 next_state = reset_state_rows(next_state, init, new_episode)
                 prev_a[new_episode], prev_r[new_episode] = 0, 0.0
-            state, obs = next_state, res.obs
+            state, obs, legal = next_state, res.obs, res.action_mask
             stepped_count = n - int(resets.sum()) if any_reset else n
             self.env_steps += stepped_count
             since_ship += stepped_count

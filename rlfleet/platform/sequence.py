@@ -87,24 +87,26 @@ class SequenceBuilder:
 
     Why: with cheap envs the per-slot Python of the reference builder costs as much as the env.
     Here iteration t of the runner writes row t % H of per-slot ring buffers with plain slices
-    (the acting inputs: obs, previous action/reward, recurrent state; and what followed: action,
-    reward, terminal), and a finished sequence is only recorded as (slot, last row, length);
-    `take` gathers all pending sequences with one fancy-indexing copy per column when the runner
-    ships. An episode's steps are consecutive rows; the bootstrap observation after a sequence's
-    last step is kept aside for the slots that finish a sequence or an episode.
+    (the acting inputs: observation and other input columns such as an action mask, previous
+    action/reward, recurrent state; and what followed: action, reward, terminal), and a finished
+    sequence is only recorded as (slot, last row, length); `take` gathers all pending sequences
+    with one fancy-indexing copy per column when the runner ships. An episode's steps are
+    consecutive rows; the inputs after a sequence's last step (its bootstrap) are kept aside for
+    the slots that finish a sequence or an episode.
     """
 
-    def __init__(self, layout: SequenceLayout, num_slots: int, obs_shape, obs_dtype, state_shapes=(),
+    def __init__(self, layout: SequenceLayout, num_slots: int, inputs: dict, state_shapes=(),
                  max_steps_between_takes: int = 64):
+        """`inputs`: column name -> (shape, dtype) of each per-step network input besides the
+        previous action and reward, e.g. {OBS: ((2,), float32)}."""
         if layout.period > layout.trace:
             raise ValueError("sequence period must be <= trace so every step gets a loss")
         n, T = num_slots, layout.length
         self.T, self.period, self.n = T, layout.period, n
         self.max_steps_between_takes = max_steps_between_takes
         self.H = H = T + max_steps_between_takes + 1  # a pending sequence's rows survive until `take`
-        obs_shape, obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
-        self.obs = np.zeros((n, H) + obs_shape, obs_dtype)
-        self.boot_obs = np.zeros((n, H) + obs_shape, obs_dtype)  # next obs, at rows that end a sequence
+        self.inputs = {k: np.zeros((n, H) + tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in inputs.items()}
+        self.boot = {k: np.zeros_like(v) for k, v in self.inputs.items()}  # at rows that end a sequence
         self.prev_action = np.zeros((n, H), np.int64)
         self.prev_reward = np.zeros((n, H), np.float32)
         self.action = np.zeros((n, H), np.int64)
@@ -118,15 +120,16 @@ class SequenceBuilder:
         self._pending: list[tuple[np.ndarray, int, np.ndarray]] = []
         self.steps_since_take = 0
 
-    def step(self, stepped: np.ndarray | None, obs, prev_action, prev_reward, state: tuple, action, reward,
-             terminated, truncated, next_obs) -> None:
-        """One runner iteration: slot i acted on (obs[i], prev_action[i], prev_reward[i], state[i])
-        and got (reward[i], terminated[i], truncated[i], next_obs[i]). `stepped` is a bool mask of
-        the slots that made a transition (None: all); the others only reset their env (Gymnasium
-        NEXT_STEP autoreset) and what they wrote is never read."""
-        H, T = self.H, self.T
-        row = self.t % H
-        self.obs[:, row] = obs
+    def step(self, stepped: np.ndarray | None, inputs: dict, prev_action, prev_reward, state: tuple, action,
+             reward, terminated, truncated, next_inputs: dict) -> None:
+        """One runner iteration: slot i acted on (inputs[k][i], prev_action[i], prev_reward[i],
+        state[i]) and got (reward[i], terminated[i], truncated[i], next_inputs[k][i]). `stepped` is a
+        bool mask of the slots that made a transition (None: all); the others only reset their env
+        (Gymnasium NEXT_STEP autoreset) or sat out (an absent agent), and what they wrote is never read."""
+        T = self.T
+        row = self.t % self.H
+        for k, buf in self.inputs.items():
+            buf[:, row] = inputs[k]
         self.prev_action[:, row] = prev_action
         self.prev_reward[:, row] = prev_reward
         for buf, s in zip(self.state, state):
@@ -145,7 +148,8 @@ class SequenceBuilder:
         emit = full | (done & (self.new_steps > 0))
         if emit.any():
             e = np.flatnonzero(emit)
-            self.boot_obs[e, row] = next_obs[e]
+            for k, buf in self.boot.items():
+                buf[e, row] = next_inputs[k][e]
             self._pending.append((e, self.t, np.minimum(self.ep_steps[e], T)))
             self.since_start[full] -= self.period
             self.new_steps[full] = 0
@@ -183,13 +187,13 @@ class SequenceBuilder:
             x[k, length] = boot
             return x
 
-        out = {B.OBS: gather(self.obs, self.boot_obs[slot, last_row]),
-               B.PREV_ACTION: gather(self.prev_action, self.action[slot, last_row]),
-               B.PREV_REWARD: gather(self.prev_reward, self.reward[slot, last_row]),
-               B.ACTION: gather(self.action),
-               B.REWARD: gather(self.reward),
-               B.TERMINAL: gather(self.terminal),
-               B.MASK: valid.astype(np.float32)}
+        out = {name: gather(buf, self.boot[name][slot, last_row]) for name, buf in self.inputs.items()}
+        out.update({B.PREV_ACTION: gather(self.prev_action, self.action[slot, last_row]),
+                    B.PREV_REWARD: gather(self.prev_reward, self.reward[slot, last_row]),
+                    B.ACTION: gather(self.action),
+                    B.REWARD: gather(self.reward),
+                    B.TERMINAL: gather(self.terminal),
+                    B.MASK: valid.astype(np.float32)})
         for i, buf in enumerate(self.state):
             out[B.state_key(i)] = buf[slot, start % H]
         return out

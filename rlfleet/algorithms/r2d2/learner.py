@@ -43,15 +43,19 @@ def _shifted_indices(t: int, n: int, device) -> list[tuple[torch.Tensor, torch.T
 
 def n_step_double_q_targets(q_online: torch.Tensor, q_target: torch.Tensor, reward: torch.Tensor,
                             terminal: torch.Tensor, mask: torch.Tensor, n: int, gamma: float,
-                            rescale: bool = True, eps: float = 1e-3) -> torch.Tensor:
+                            rescale: bool = True, eps: float = 1e-3,
+                            action_mask: torch.Tensor | None = None) -> torch.Tensor:
     """y_t = h( sum_{k<n'} gamma^k r_{t+k} + [no terminal] gamma^n' h^-1(Q_tgt(s_{t+n'}, argmax_a Q_on(s_{t+n'}, a))) ).
 
     q_online, q_target: [B, T+1, A] over the T steps and the bootstrap input T.
     reward, terminal, mask: [B, T]. n' = min(n, steps left before the terminal or the sequence's
     last valid step); the sum stops at a terminal and nothing is bootstrapped past it.
+    action_mask: [B, T+1, A] legal actions (envs with masks): the argmax is over legal ones only.
     Returns [B, T] (entries at padded steps are meaningless and must be masked).
     """
     b, t = reward.shape
+    if action_mask is not None:
+        q_online = q_online.masked_fill(~action_mask, float("-inf"))
     q_boot = q_target.gather(-1, q_online.argmax(-1, keepdim=True)).squeeze(-1)  # [B, T+1]
     if rescale:
         q_boot = inverse_value_rescale(q_boot, eps)
@@ -115,8 +119,9 @@ class R2D2Learner:
         action, reward = batch[B.ACTION][:, l:], batch[B.REWARD][:, l:]
         terminal, mask = batch[B.TERMINAL][:, l:], batch[B.MASK][:, l:]
         with torch.no_grad():
+            legal = batch[B.ACTION_MASK][:, l:].bool() if B.ACTION_MASK in batch else None
             y = n_step_double_q_targets(q_on.detach(), q_tgt, reward, terminal, mask, cfg.n_step, cfg.gamma,
-                                        cfg.value_rescaling, cfg.rescale_eps)
+                                        cfg.value_rescaling, cfg.rescale_eps, legal)
         q_taken = q_on[:, :-1].gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
         td = (q_taken - y) * mask
         per_seq = 0.5 * td.square().sum(1) / mask.sum(1).clamp(min=1.0)

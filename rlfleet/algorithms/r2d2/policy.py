@@ -7,6 +7,7 @@ from torch import nn
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
 from rlfleet.algorithms.r2d2.networks import MLPTorso, R2D2Network
+from rlfleet.platform.policies import random_legal_actions
 
 
 def _linears(module: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -92,11 +93,15 @@ class R2D2Policy:
                                 torch.from_numpy(prev_reward).unsqueeze(1), st)
         return q[:, 0].numpy(), tuple(s.numpy() for s in st)
 
-    def act(self, obs, prev_action, prev_reward, state, epsilon: np.ndarray, rng: np.random.Generator):
-        """Returns (actions [N], next state). Slot i explores with probability epsilon[i]."""
+    def act(self, obs, prev_action, prev_reward, state, epsilon: np.ndarray, rng: np.random.Generator,
+            action_mask: np.ndarray | None = None):
+        """Returns (actions [N], next state). Slot i explores with probability epsilon[i]; with an
+        action mask, both the greedy and the random choice are among the legal actions only."""
         q, state = self.q_values(obs, prev_action, prev_reward, state)
+        if action_mask is not None:
+            q = np.where(action_mask, q, -np.inf)
         actions = q.argmax(-1)
         explore = rng.random(len(actions)) < epsilon
         if explore.any():
-            actions = np.where(explore, rng.integers(0, self.num_actions, len(actions)), actions)
+            actions = np.where(explore, random_legal_actions(rng, len(actions), self.num_actions, action_mask), actions)
         return actions.astype(np.int64), state

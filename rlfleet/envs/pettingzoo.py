@@ -1,0 +1,49 @@
+"""`pz:<module>`: PettingZoo envs by module path, e.g. `pz:mpe2.simple_spread_v3` or
+`pz:pettingzoo.butterfly.pistonball_v6`. The module's `parallel_env` is used (env kwargs go to
+it); modules with only the turn-based `env` are recognised and rejected with a clear message."""
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+
+from rlfleet.platform.errors import UserError, did_you_mean
+from rlfleet.platform.registry import register_env_family
+
+PACKAGES = ("mpe2", "pettingzoo.classic", "pettingzoo.butterfly", "pettingzoo.sisl", "pettingzoo.atari",
+            "rlfleet.envs.games")
+
+
+def known_modules() -> list[str]:
+    out = []
+    for pkg in PACKAGES:
+        try:
+            mod = importlib.import_module(pkg)
+        except Exception:  # an optional family whose extra is not installed
+            continue
+        out += [f"{pkg}.{m.name}" for m in pkgutil.iter_modules(mod.__path__) if m.name[-3:-1] == "_v"]
+    return out
+
+
+def _make(module: str, **kwargs):
+    return importlib.import_module(module).parallel_env(**kwargs)
+
+
+def _make_aec(module: str, **kwargs):
+    return importlib.import_module(module).env(**kwargs)
+
+
+def resolve(name: str):
+    try:
+        module = importlib.import_module(name)
+    except ImportError as e:
+        candidates = ["pz:" + m for m in known_modules()]
+        raise UserError(f"unknown env 'pz:{name}' ({e}){did_you_mean('pz:' + name, candidates)}") from None
+    if hasattr(module, "parallel_env"):
+        return functools.partial(_make, name)
+    if hasattr(module, "env"):
+        return functools.partial(_make_aec, name)
+    raise UserError(f"'pz:{name}': module has neither parallel_env nor env")
+
+
+register_env_family("pz", resolve)
