@@ -1,0 +1,1 @@
+"""Small multi-agent games re-created from papers (PettingZoo Parallel envs; `pz:rlfleet.envs.games.<name>`)."""

@@ -1,0 +1,126 @@
+"""Gems (Haynam et al. 2025, MAMQL), re-created from the paper's description.
+
+A 15x15 grid, 2 agents, 5 actions (stay, up, down, left, right). Each agent has 3 gems of its own
+(+1 to it when it steps on one) and there are 3 shared purple gems: when both agents stand on the
+same purple gem at the same time, both get +6 and that gem is used up. Episodes last 45 steps.
+Observation: a 5-channel one-hot map seen from the agent's side (self, other, own gems, other's
+gems, purple gems), flattened. Gem and agent positions are drawn at reset from the env's seed.
+
+The paper does not say whether "standing on a purple gem at the same time" means the same gem; we
+take the same gem, which makes the purple reward a coordination problem.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from pettingzoo import ParallelEnv
+
+SIZE, STEPS, OWN_GEMS, PURPLE_GEMS, PURPLE_REWARD = 15, 45, 3, 3, 6.0
+MOVES = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]])  # stay, up, down, left, right (row, col)
+AGENTS = ["agent_0", "agent_1"]
+
+
+class GemsEnv(ParallelEnv):
+    metadata = {"name": "gems_v0", "render_modes": []}
+
+    def __init__(self, size: int = SIZE, max_steps: int = STEPS):
+        self.size, self.max_steps = size, max_steps
+        self.possible_agents = list(AGENTS)
+        self.agents: list[str] = []
+        self._rng = np.random.default_rng()
+        self._obs_space = gym.spaces.Box(0.0, 1.0, (5 * size * size,), np.float32)
+        self._act_space = gym.spaces.Discrete(5)
+
+    def observation_space(self, agent):
+        return self._obs_space
+
+    def action_space(self, agent):
+        return self._act_space
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        n = self.size * self.size
+        cells = self._rng.choice(n, 2 + 2 * OWN_GEMS + PURPLE_GEMS, replace=False)
+        rc = np.stack(np.divmod(cells, self.size), axis=1)
+        self.pos = rc[:2].copy()
+        self.own = [rc[2:2 + OWN_GEMS].tolist(), rc[2 + OWN_GEMS:2 + 2 * OWN_GEMS].tolist()]
+        self.purple = rc[2 + 2 * OWN_GEMS:].tolist()
+        self.t = 0
+        self.agents = list(self.possible_agents)
+        return self._observations(), {a: {} for a in self.agents}
+
+    def _observations(self) -> dict:
+        s = self.size
+        out = {}
+        for i, agent in enumerate(self.possible_agents):
+            grid = np.zeros((5, s, s), np.float32)
+            grid[0][tuple(self.pos[i])] = 1.0
+            grid[1][tuple(self.pos[1 - i])] = 1.0
+            for ch, gems in ((2, self.own[i]), (3, self.own[1 - i]), (4, self.purple)):
+                for r, c in gems:
+                    grid[ch, r, c] = 1.0
+            out[agent] = grid.reshape(-1)
+        return out
+
+    def step(self, actions: dict):
+        self.t += 1
+        for i, agent in enumerate(self.possible_agents):
+            self.pos[i] = np.clip(self.pos[i] + MOVES[int(actions[agent])], 0, self.size - 1)
+        rewards = {a: 0.0 for a in self.possible_agents}
+        for i, agent in enumerate(self.possible_agents):
+            here = self.pos[i].tolist()
+            if here in self.own[i]:
+                self.own[i].remove(here)
+                rewards[agent] += 1.0
+        both = self.pos[0].tolist()
+        if both == self.pos[1].tolist() and both in self.purple:
+            self.purple.remove(both)
+            for agent in self.possible_agents:
+                rewards[agent] += PURPLE_REWARD
+        done = self.t >= self.max_steps
+        obs = self._observations()
+        terms = {a: False for a in self.possible_agents}
+        truncs = {a: done for a in self.possible_agents}
+        if done:
+            self.agents = []
+        return obs, rewards, terms, truncs, {a: {} for a in self.possible_agents}
+
+
+def parallel_env(**kwargs) -> GemsEnv:
+    return GemsEnv(**kwargs)
+
+
+def expert_actions(env: GemsEnv) -> dict:
+    """Scripted expert: collect own gems nearest-first, then both walk to the purple gem closest to
+    the pair and wait on it for the other (a coordinated, near-optimal plan)."""
+    acts = {}
+    target_purple = None
+    if env.purple:
+        target_purple = min(env.purple, key=lambda g: sum(abs(np.array(g) - p).sum() for p in env.pos))
+    for i, agent in enumerate(env.possible_agents):
+        pos = env.pos[i]
+        steps_left = env.max_steps - env.t
+        goal = None
+        if env.own[i]:
+            nearest = min(env.own[i], key=lambda g: np.abs(np.array(g) - pos).sum())
+            # go for an own gem unless that would leave too little time to meet on a purple gem
+            to_gem = np.abs(np.array(nearest) - pos).sum()
+            to_purple_after = (np.abs(np.array(target_purple) - np.array(nearest)).sum() if target_purple else 0)
+            if target_purple is None or to_gem + to_purple_after < steps_left - 1:
+                goal = nearest
+        if goal is None and target_purple is not None:
+            goal = target_purple
+        acts[agent] = _step_towards(pos, goal)
+    return acts
+
+
+def _step_towards(pos, goal) -> int:
+    if goal is None:
+        return 0
+    d = np.asarray(goal) - pos
+    if d[0] != 0:
+        return 2 if d[0] > 0 else 1
+    if d[1] != 0:
+        return 4 if d[1] > 0 else 3
+    return 0

@@ -1,0 +1,49 @@
+"""Gems (MAMQL paper's game, re-created): rules, determinism, and the scripted expert."""
+import numpy as np
+
+from rlfleet.envs.games.gems_v0 import GemsEnv, expert_actions
+from rlfleet.platform.envs import EnvMaker
+from rlfleet.platform.registry import resolve_env
+
+
+def _play(env, seed, policy):
+    env.reset(seed=seed)
+    total, steps = np.zeros(2), 0
+    while env.agents:
+        _, r, _, trunc, _ = env.step(policy(env))
+        total += [r["agent_0"], r["agent_1"]]
+        steps += 1
+    return total, steps, trunc
+
+
+def test_rules_own_gems_and_shared_purple_gem():
+    env = GemsEnv()
+    env.reset(seed=0)
+    env.pos[:] = [[5, 5], [5, 7]]
+    env.own = [[[5, 6]], [[0, 0]]]
+    env.purple = [[5, 6], [9, 9]]
+    _, r, *_ = env.step({"agent_0": 4, "agent_1": 0})  # agent 0 steps right onto its own gem (also purple)
+    assert r == {"agent_0": 1.0, "agent_1": 0.0} and env.own[0] == []
+    _, r, *_ = env.step({"agent_0": 0, "agent_1": 3})  # agent 1 joins it on the purple gem
+    assert r == {"agent_0": 6.0, "agent_1": 6.0} and env.purple == [[9, 9]]
+    _, r, *_ = env.step({"agent_0": 0, "agent_1": 0})  # the purple gem is used up
+    assert r == {"agent_0": 0.0, "agent_1": 0.0}
+
+
+def test_episodes_are_45_steps_seeded_and_the_expert_beats_random():
+    env = GemsEnv()
+    o1, _ = env.reset(seed=3)
+    o2, _ = GemsEnv().reset(seed=3)
+    np.testing.assert_array_equal(o1["agent_0"], o2["agent_0"])
+    assert o1["agent_0"].shape == (5 * 15 * 15,) and o1["agent_0"].sum() == 2 + 3 + 3 + 3
+    rng = np.random.default_rng(0)
+    expert = [_play(env, s, expert_actions)[0].mean() for s in range(10)]
+    rand = [_play(env, s, lambda e: {a: int(rng.integers(5)) for a in e.agents})[0].mean() for s in range(10)]
+    _, steps, trunc = _play(env, 0, expert_actions)
+    assert steps == 45 and all(trunc.values())
+    assert np.mean(expert) > 10 and np.mean(rand) < 2
+
+
+def test_gems_resolves_as_a_pz_env():
+    spec = EnvMaker(resolve_env("pz:rlfleet.envs.games.gems_v0"), {}).spec()
+    assert spec.agents == 2 and spec.num_actions == 5 and spec.obs_shape == (5 * 15 * 15 + 2,)
