@@ -122,3 +122,56 @@ def test_r2d2_with_parameter_sharing_trains_on_simple_spread_through_ray(ray_ses
     assert min(summary["runner_weights_versions"]) >= 1
     # per-agent episodes of 25 steps: every slot's episode ends at the env's max_cycles
     assert summary["evals"] and summary["evals"][-1]["length_mean"] == pytest.approx(25)
+
+
+def test_policy_mapping_gives_each_group_its_own_network_in_acting_and_learning():
+    import torch
+
+    from rlfleet.algorithms.r2d2.config import R2D2Config
+    from rlfleet.algorithms.r2d2.learner import R2D2Learner
+    from rlfleet.algorithms.r2d2.networks import GroupedR2D2Network
+    from rlfleet.algorithms.r2d2.policy import R2D2Policy
+
+    maker = EnvMaker(resolve_env("pz:mpe2.simple_spread_v3"), {"max_cycles": 5},
+                     policy_mapping={"agent_0": "a", "agent_1": "b", "agent_2": "a"})
+    batch = maker.batch(2, 0)
+    assert batch.spec.agent_groups == (0, 1, 0)
+    cfg = R2D2Config(burn_in=1, trace=3, lstm_size=8, mlp_hidden=[8], dueling_hidden=8)
+    policy = R2D2Policy(cfg, batch.spec)
+    assert isinstance(policy.net, GroupedR2D2Network) and len(policy.net.nets) == 2
+    obs = batch.reset()
+    n = len(batch)
+    args = (np.zeros(n, np.int64), np.zeros(n, np.float32), policy.initial_state(n))
+    q_fast, _ = policy.q_values(obs, *args)
+    with torch.no_grad():  # the torch route and each group's own network agree with the numpy route
+        q_t, _ = policy.net.unroll(torch.from_numpy(obs)[:, None], torch.zeros(n, 1, dtype=torch.long),
+                                   torch.zeros(n, 1), tuple(torch.from_numpy(s) for s in args[2]))
+        q_b, _ = policy.net.nets[1].unroll(torch.from_numpy(obs[1:2])[:, None], torch.zeros(1, 1, dtype=torch.long),
+                                           torch.zeros(1, 1), (torch.zeros(1, 8), torch.zeros(1, 8)))
+    np.testing.assert_allclose(q_fast, q_t[:, 0].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(q_fast[1], q_b[0, 0].numpy(), rtol=1e-4, atol=1e-5)
+    # a learner update on sequences of group-b agents only changes network b
+    learner = R2D2Learner(cfg, batch.spec)
+    before = [copy_params(net) for net in learner.online.nets]
+    seq_obs = np.repeat(obs[[1, 4]][:, None], cfg.burn_in + cfg.trace + 1, axis=1)  # agent_1 of both envs
+    b, t = 2, cfg.burn_in + cfg.trace
+    from rlfleet.platform import batch as B
+
+    learner.update({B.OBS: torch.from_numpy(seq_obs), B.PREV_ACTION: torch.zeros(b, t + 1, dtype=torch.long),
+                    B.PREV_REWARD: torch.zeros(b, t + 1), B.ACTION: torch.ones(b, t, dtype=torch.long),
+                    B.REWARD: torch.ones(b, t), B.TERMINAL: torch.zeros(b, t), B.MASK: torch.ones(b, t),
+                    B.WEIGHT: torch.ones(b), B.state_key(0): torch.zeros(b, 8), B.state_key(1): torch.zeros(b, 8)})
+    after = [copy_params(net) for net in learner.online.nets]
+    assert all(torch.equal(x, y) for x, y in zip(before[0], after[0]))
+    assert any(not torch.equal(x, y) for x, y in zip(before[1], after[1]))
+
+
+def copy_params(net):
+    return [p.detach().clone() for p in net.parameters()]
+
+
+def test_policy_mapping_errors_name_the_agents():
+    with pytest.raises(UserError, match="agents without a group: \\['agent_2'\\]"):
+        EnvMaker(resolve_env("pz:mpe2.simple_spread_v3"), {}, policy_mapping={"agent_0": "a", "agent_1": "a"}).spec()
+    with pytest.raises(UserError, match="agent_id"):
+        EnvMaker(resolve_env("pz:mpe2.simple_spread_v3"), {}, agent_id=False, policy_mapping="per_agent").spec()

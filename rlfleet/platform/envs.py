@@ -21,6 +21,7 @@ class EnvSpec:
     num_actions: int
     action_mask: bool = False  # the env reports legal actions per step (StepResult.action_mask)
     agents: int = 1  # runner slots per env (multi-agent envs: one per agent)
+    agent_groups: tuple | None = None  # multi-agent policy mapping: network index of each agent
 
     @staticmethod
     def from_spaces(observation_space, action_space) -> "EnvSpec":
@@ -152,17 +153,19 @@ class EnvMaker:
     Shipped to runner actors so the registry lookup happens once, in the driver."""
 
     def __init__(self, factory, kwargs: dict, observation_mask: list[int] | None = None,
-                 vectorization: str = "none", normalize_observations: bool = False, agent_id: bool = True):
+                 vectorization: str = "none", normalize_observations: bool = False, agent_id: bool = True,
+                 policy_mapping="shared"):
         self.factory, self.kwargs = factory, dict(kwargs)
         self.observation_mask, self.vectorization = observation_mask, vectorization
         self.normalize_observations, self.agent_id = normalize_observations, agent_id
+        self.policy_mapping = policy_mapping
 
     @classmethod
     def from_config(cls, env_cfg) -> "EnvMaker":
         from rlfleet.platform.registry import resolve_env
 
         return cls(resolve_env(env_cfg.id), env_cfg.kwargs, env_cfg.observation_mask, env_cfg.vectorization,
-                   env_cfg.normalize_observations, env_cfg.agent_id)
+                   env_cfg.normalize_observations, env_cfg.agent_id, env_cfg.policy_mapping)
 
     def __call__(self):
         from rlfleet.platform.multiagent import is_aec_env, is_parallel_env
@@ -198,7 +201,7 @@ class EnvMaker:
             raise UserError("turn-based (AEC) PettingZoo envs are not supported by the runner yet; "
                             "use a Parallel env (pettingzoo's parallel_env)")
         if is_parallel_env(envs[0]):
-            return MultiAgentBatch(envs, seed, agent_id=self.agent_id)
+            return MultiAgentBatch(envs, seed, agent_id=self.agent_id, policy_mapping=self.policy_mapping)
         return EnvList(envs, seed)
 
     def agents_per_env(self) -> int:

@@ -29,7 +29,7 @@ def _split_obs(space):
 
 
 class MultiAgentBatch:
-    def __init__(self, envs: list, seed: int, agent_id: bool = True):
+    def __init__(self, envs: list, seed: int, agent_id: bool = True, policy_mapping="shared"):
         self.envs = envs
         self.seed = seed
         self._seeded = False
@@ -50,7 +50,9 @@ class MultiAgentBatch:
         self.agent_id = agent_id
         dim = max(self.obs_dims) + (self.K if agent_id else 0)
         has_mask = any(masked) or len(set(n_actions)) > 1
-        self.spec = EnvSpec((dim,), "float32", max(n_actions), action_mask=has_mask, agents=self.K)
+        groups = agent_groups(self.agents, policy_mapping, agent_id)
+        self.spec = EnvSpec((dim,), "float32", max(n_actions), action_mask=has_mask, agents=self.K,
+                            agent_groups=groups)
         A = self.spec.num_actions
         # actions beyond an agent's own action count are never legal
         self._base_mask = np.zeros((self.K, A), bool)
@@ -144,6 +146,26 @@ class MultiAgentBatch:
     def close(self):
         for e in self.envs:
             e.close()
+
+
+def agent_groups(agents: list[str], mapping, agent_id: bool) -> tuple | None:
+    """Policy mapping -> the network index of each agent (None: one shared network)."""
+    if mapping in (None, "shared"):
+        return None
+    if mapping == "per_agent":
+        mapping = {a: a for a in agents}
+    if not isinstance(mapping, dict):
+        raise UserError(f"env.policy_mapping must be 'shared', 'per_agent' or a mapping agent -> group, got {mapping!r}")
+    missing = [a for a in agents if a not in mapping]
+    unknown = [a for a in mapping if a not in agents]
+    if missing or unknown:
+        raise UserError(f"env.policy_mapping: agents without a group: {missing}, unknown agents: {unknown} "
+                        f"(the env's agents: {agents})")
+    if not agent_id:
+        raise UserError("env.policy_mapping other than 'shared' needs env.agent_id: true "
+                        "(networks are chosen by the observation's agent index)")
+    names = list(dict.fromkeys(str(mapping[a]) for a in agents))
+    return tuple(names.index(str(mapping[a])) for a in agents)
 
 
 def is_parallel_env(env) -> bool:

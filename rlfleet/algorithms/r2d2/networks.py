@@ -94,3 +94,51 @@ class R2D2Network(nn.Module):
         else:
             q = self.q(out)
         return q, state
+
+
+class GroupedR2D2Network(nn.Module):
+    """One R2D2Network per agent group (multi-agent policy mapping), behind the same `unroll` API.
+
+    Each sequence or slot belongs to one agent, read from the one-hot agent index the multi-agent
+    env appends to the observation (its last `num_agents` entries), so runners, replay and the
+    loss need no extra column; `groups[k]` is agent k's network.
+    """
+
+    def __init__(self, obs_shape, num_actions: int, cfg: R2D2Config, groups: tuple[int, ...]):
+        super().__init__()
+        self.num_agents = len(groups)
+        self.register_buffer("groups", torch.as_tensor(groups, dtype=torch.long), persistent=False)
+        self.nets = nn.ModuleList(R2D2Network(obs_shape, num_actions, cfg) for _ in range(max(groups) + 1))
+        self.num_actions, self.use_lstm, self.hidden = num_actions, cfg.use_lstm, cfg.lstm_size
+
+    def initial_state(self, batch_size: int, device=None) -> tuple:
+        return self.nets[0].initial_state(batch_size, device)
+
+    def group_of(self, obs: torch.Tensor) -> torch.Tensor:
+        """[B] group index from obs [B, T, ...]: the agent one-hot of the first (always valid) step."""
+        agent = obs[:, 0].reshape(obs.shape[0], -1)[:, -self.num_agents:].argmax(-1)
+        return self.groups[agent]
+
+    def unroll(self, obs, prev_action, prev_reward, state: tuple):
+        group = self.group_of(obs)
+        q = None
+        new_state = tuple(torch.empty_like(s) for s in state)
+        for g, net in enumerate(self.nets):
+            rows = (group == g).nonzero().squeeze(-1)
+            if rows.numel() == 0:
+                continue
+            q_g, s_g = net.unroll(obs[rows], prev_action[rows], prev_reward[rows], tuple(s[rows] for s in state))
+            if q is None:
+                q = q_g.new_empty(obs.shape[:2] + (self.num_actions,))
+            q[rows] = q_g
+            for out, s in zip(new_state, s_g):
+                out[rows] = s
+        return q, new_state
+
+
+def make_network(env_spec, cfg: R2D2Config) -> nn.Module:
+    """A single shared network, or one per agent group when the env maps agents to groups."""
+    groups = getattr(env_spec, "agent_groups", None)
+    if groups and max(groups) > 0:
+        return GroupedR2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg, tuple(groups))
+    return R2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg)

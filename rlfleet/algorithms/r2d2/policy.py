@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
-from rlfleet.algorithms.r2d2.networks import MLPTorso, R2D2Network
+from rlfleet.algorithms.r2d2.networks import GroupedR2D2Network, MLPTorso, R2D2Network, make_network
 from rlfleet.platform.policies import random_legal_actions
 
 
@@ -65,17 +65,42 @@ class NumpyStep:
         return q, state
 
 
+class GroupedNumpyStep:
+    """NumpyStep per agent group; each slot routed by its observation's agent one-hot."""
+
+    def __init__(self, net: GroupedR2D2Network):
+        self.steps = [NumpyStep(n) for n in net.nets]
+        self.groups, self.num_agents = net.groups.numpy(), net.num_agents
+
+    def __call__(self, obs, prev_action, prev_reward, state):
+        group = self.groups[obs.reshape(len(obs), -1)[:, -self.num_agents:].argmax(-1)]
+        q, new_state = None, tuple(np.empty_like(s) for s in state)
+        for g, step in enumerate(self.steps):
+            rows = np.flatnonzero(group == g)
+            if rows.size == 0:
+                continue
+            q_g, s_g = step(obs[rows], prev_action[rows], prev_reward[rows], tuple(s[rows] for s in state))
+            if q is None:
+                q = np.empty((len(obs), q_g.shape[1]), np.float32)
+            q[rows] = q_g
+            for out, s in zip(new_state, s_g):
+                out[rows] = s
+        return q, new_state
+
+
 class R2D2Policy:
     """CPU copy of the online network used by runners. State: tuple of [N, H] numpy arrays."""
 
     def __init__(self, cfg: R2D2Config, env_spec):
-        self.net = R2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg).eval()
+        self.net = make_network(env_spec, cfg).eval()
         self.num_actions = env_spec.num_actions
         self._fast = None
         self._refresh()
 
     def _refresh(self) -> None:
-        self._fast = NumpyStep(self.net) if isinstance(self.net.torso, MLPTorso) else None
+        nets = self.net.nets if isinstance(self.net, GroupedR2D2Network) else [self.net]
+        fast = all(isinstance(n.torso, MLPTorso) for n in nets)
+        self._fast = GroupedNumpyStep(self.net) if fast and len(nets) > 1 else NumpyStep(self.net) if fast else None
 
     def initial_state(self, batch_size: int) -> tuple:
         return tuple(s.numpy() for s in self.net.initial_state(batch_size))
