@@ -22,6 +22,8 @@ class EnvSpec:
     action_mask: bool = False  # the env reports legal actions per step (StepResult.action_mask)
     agents: int = 1  # runner slots per env (multi-agent envs: one per agent)
     agent_groups: tuple | None = None  # multi-agent policy mapping: network index of each agent
+    agent_names: tuple | None = None  # multi-agent envs: possible agents, in slot order
+    agent_id: bool = False  # multi-agent envs: observations end with a one-hot agent index
 
     @staticmethod
     def from_spaces(observation_space, action_space) -> "EnvSpec":

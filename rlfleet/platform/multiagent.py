@@ -52,7 +52,7 @@ class MultiAgentBatch:
         has_mask = any(masked) or len(set(n_actions)) > 1
         groups = agent_groups(self.agents, policy_mapping, agent_id)
         self.spec = EnvSpec((dim,), "float32", max(n_actions), action_mask=has_mask, agents=self.K,
-                            agent_groups=groups)
+                            agent_groups=groups, agent_names=tuple(self.agents), agent_id=agent_id)
         A = self.spec.num_actions
         # actions beyond an agent's own action count are never legal
         self._base_mask = np.zeros((self.K, A), bool)
@@ -146,6 +146,17 @@ class MultiAgentBatch:
     def close(self):
         for e in self.envs:
             e.close()
+
+
+def encode_agent_obs(spec: EnvSpec, agent: int, obs: np.ndarray) -> np.ndarray:
+    """Agent `agent`'s raw observations [N, ...] as its runner slots see them: flattened, padded
+    to the widest agent's size, one-hot agent index appended (as MultiAgentBatch does)."""
+    flat = np.asarray(obs, np.float32).reshape(len(obs), -1)
+    out = np.zeros((len(flat),) + spec.obs_shape, np.float32)
+    out[:, :flat.shape[1]] = flat
+    if spec.agent_id:
+        out[:, spec.obs_shape[0] - spec.agents + agent] = 1.0
+    return out
 
 
 def agent_groups(agents: list[str], mapping, agent_id: bool) -> tuple | None:

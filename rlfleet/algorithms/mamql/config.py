@@ -1,0 +1,23 @@
+"""MAMQL hyperparameters: the authors' code's defaults (see shared spec mamql.md), plus the
+variant switch for behaviour cloning."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class MAMQLConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    demos: str = Field(description="demonstrations file (rlfleet demos record); read by the learner")
+    demo_steps: int | None = Field(None, ge=1, description="use only the first N expert env steps of the file")
+    objective: Literal["mamql", "bc"] = Field(
+        "mamql", description="mamql = inverse soft-Q (IQ-Learn chi^2) per agent; bc = behaviour cloning")
+    alpha: float = Field(1.0, gt=0, description="entropy temperature: pi ~ exp(Q / alpha), V = alpha logsumexp(Q / alpha)")
+    gamma: float = Field(0.99, gt=0, le=1)
+    batch_size: int = Field(256, ge=1, description="online transitions per update (and as many expert ones)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the critic's weights")
+    hidden: list[int] = Field(default_factory=lambda: [256, 256])
+    max_grad_norm: float = Field(10.0, gt=0)

@@ -1,0 +1,142 @@
+"""MAMQL loss and update (Haynam et al. 2025), in IQ-Learn's terms (Garg et al. 2021), per agent i:
+
+    Qbar_i(s, .)   critic over agent i's own actions, marginalised over the others through the data
+    V_i(s)       = alpha logsumexp(Qbar_i(s, .) / alpha)                       (soft value, legal actions)
+    r_i          = Qbar_i(s, a_i^E) - gamma (1 - d) V_i(s')                    (implied reward, expert data)
+    loss_i       = E_online[ V_i(s) - gamma (1 - d) V_i(s') ] - E_expert[ r_i - r_i^2 / (4 alpha) ]
+                   + weight decay                                              (chi^2-regularised IQ-Learn)
+
+Agents share one update: each online or expert row belongs to one agent (its slot, or its demo
+rows) and routes to that agent's critic. `objective: bc` replaces the loss by cross-entropy on the
+expert actions (the behaviour-cloning baseline). The recovered reward is
+rhat_i(s, a) = Qbar_i(s, a) - gamma (1 - d) V_i(s').
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from rlfleet.algorithms.mamql.config import MAMQLConfig
+from rlfleet.algorithms.mamql.networks import Critic
+from rlfleet.platform import batch as B
+from rlfleet.platform.errors import UserError
+
+
+def soft_value(q: torch.Tensor, alpha: float, legal: torch.Tensor | None = None) -> torch.Tensor:
+    """V(s) = alpha logsumexp(Q(s, .) / alpha) over legal actions."""
+    if legal is not None:
+        q = q.masked_fill(~legal, float("-inf"))
+    return alpha * torch.logsumexp(q / alpha, dim=-1)
+
+
+def iq_chi2_loss(q_exp, a_exp, v_exp_next, done_exp, v_on, v_on_next, done_on, gamma: float, alpha: float):
+    """-E_expert[r - r^2/(4 alpha)] + E_online[V(s) - gamma (1-d) V(s')]; returns (loss, implied expert reward)."""
+    r = q_exp.gather(-1, a_exp.unsqueeze(-1)).squeeze(-1) - gamma * (1.0 - done_exp) * v_exp_next
+    expert_term = (r - r.square() / (4.0 * alpha)).mean()
+    value_term = (v_on - gamma * (1.0 - done_on) * v_on_next).mean()
+    return value_term - expert_term, r
+
+
+class ExpertData:
+    """Demonstrations as device tensors in the slots' encoding (agent index appended), sampled uniformly."""
+
+    def __init__(self, path: str, env_spec, device, demo_steps: int | None, seed: int = 0):
+        from rlfleet import demos
+        from rlfleet.platform.multiagent import encode_agent_obs
+
+        data, meta = demos.load(path)
+        names = list(env_spec.agent_names) if env_spec.agent_names else ["agent"]
+        if sorted(data) != sorted(names):
+            raise UserError(f"demonstrations {path}: agents {sorted(data)} do not match the env's {sorted(names)}")
+        cols = {k: [] for k in ("obs", "next_obs", "action", "done", "legal_next")}
+        for k, name in enumerate(names):
+            d = data[name]
+            keep = np.arange(len(d)) if demo_steps is None else np.flatnonzero(
+                _env_step_index(d.episode, d.t) < demo_steps)
+            enc = (lambda x: encode_agent_obs(env_spec, k, x)) if env_spec.agent_names else (lambda x: x.astype(np.float32))
+            cols["obs"].append(enc(d.obs[keep]))
+            cols["next_obs"].append(enc(d.next_obs[keep]))
+            cols["action"].append(d.action[keep])
+            cols["done"].append(d.terminated[keep].astype(np.float32))
+            # legal actions at s' = those at the next row of the same episode (all legal at the end)
+            nxt_mask = np.ones((len(d), env_spec.num_actions), bool)
+            same = np.flatnonzero(d.episode[1:] == d.episode[:-1])
+            nxt_mask[same, :d.action_mask.shape[1]] = d.action_mask[same + 1]
+            cols["legal_next"].append(nxt_mask[keep])
+        self.t = {k: torch.as_tensor(np.concatenate(v), device=device) for k, v in cols.items()}
+        self.size = len(self.t["action"])
+        if self.size == 0:
+            raise UserError(f"demonstrations {path}: no expert steps (demo_steps={demo_steps})")
+        self.gen = torch.Generator(device="cpu").manual_seed(seed)
+        self.meta = meta
+
+    def sample(self, n: int) -> dict:
+        idx = torch.randint(0, self.size, (n,), generator=self.gen).to(self.t["action"].device)
+        return {k: v[idx] for k, v in self.t.items()}
+
+
+def _env_step_index(episode: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Global env-step index of each row (episodes in file order)."""
+    lengths = {}
+    for e, step in zip(episode.tolist(), t.tolist()):
+        lengths[e] = max(lengths.get(e, 0), step + 1)
+    offset, start = 0, {}
+    for e in sorted(lengths):
+        start[e] = offset
+        offset += lengths[e]
+    return np.array([start[e] for e in episode.tolist()]) + t
+
+
+class MAMQLLearner:
+    def __init__(self, cfg: MAMQLConfig, env_spec, device: torch.device | str = "cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.online = Critic(int(np.prod(env_spec.obs_shape)), env_spec.num_actions, cfg.hidden,
+                             env_spec.agent_groups).to(self.device)
+        self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.expert = ExpertData(cfg.demos, env_spec, self.device, cfg.demo_steps)
+        self.num_updates = 0
+
+    def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        e = self.expert.sample(cfg.batch_size)
+        q_exp = self.online(e["obs"])
+        if cfg.objective == "bc":
+            loss = F.cross_entropy(q_exp / cfg.alpha, e["action"])
+            return loss, {"loss": loss.detach()}
+        obs, nxt = batch[B.OBS][:, 0], batch[B.OBS][:, 1]
+        legal = batch[B.ACTION_MASK].bool() if B.ACTION_MASK in batch else None
+        v_on = soft_value(self.online(obs), cfg.alpha, None if legal is None else legal[:, 0])
+        v_on_next = soft_value(self.online(nxt), cfg.alpha, None if legal is None else legal[:, 1])
+        v_exp_next = soft_value(self.online(e["next_obs"]), cfg.alpha, e["legal_next"])
+        loss, r = iq_chi2_loss(q_exp, e["action"], v_exp_next, e["done"], v_on, v_on_next,
+                               batch[B.TERMINAL][:, 0], cfg.gamma, cfg.alpha)
+        return loss, {"loss": loss.detach(), "expert_reward": r.detach().mean(), "v_online": v_on.detach().mean()}
+
+    def update(self, batch: dict) -> tuple[torch.Tensor, dict]:
+        loss, stats = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
+        self.optimizer.step()
+        self.num_updates += 1
+        return torch.ones(batch[B.ACTION].shape[0], device=self.device), stats  # uniform replay
+
+    @torch.no_grad()
+    def recovered_reward(self, obs, action, next_obs, done, legal_next=None) -> torch.Tensor:
+        """rhat(s, a) = Qbar(s, a) - gamma (1 - d) V(s')."""
+        q = self.online(obs).gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
+        return q - self.cfg.gamma * (1.0 - done) * soft_value(self.online(next_obs), self.cfg.alpha, legal_next)
+
+    def acting_weights(self) -> dict:
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        return {"online": self.online.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.online.load_state_dict(state["online"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.num_updates = int(state["num_updates"])
