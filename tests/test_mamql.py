@@ -97,15 +97,30 @@ def test_learns_to_imitate_the_expert_on_a_tiny_budget(tmp_path, objective):
         assert np.mean(r.argmax(1).numpy() == np.argmax(test @ Bandit.W.T, axis=1)) > 0.85
 
 
-def test_mamql_trains_through_ray_on_gems_with_per_agent_critics(ray_session, tiny_config, tmp_path):
+@pytest.mark.parametrize("algo", ["mamql", "iql-ma"])
+def test_trains_through_ray_on_gems_with_per_agent_critics(ray_session, tiny_config, tmp_path, algo):
     from rlfleet.envs.experts import gems
 
     demos.record("pz:rlfleet.envs.games.gems_v0", gems, 90, tmp_path / "gems.parquet", seed=0)
     tiny_config["env"] = {"id": "pz:rlfleet.envs.games.gems_v0", "policy_mapping": "per_agent"}
-    tiny_config["algorithm"] = {"name": "mamql", "demos": str(tmp_path / "gems.parquet"), "batch_size": 16,
+    tiny_config["algorithm"] = {"name": algo, "demos": str(tmp_path / "gems.parquet"), "batch_size": 16,
                                 "hidden": [16]}
     tiny_config["stop"] = {"env_steps": 1200}
     summary = rlfleet.train(tiny_config)
     assert summary["stop_reason"] == "env_steps" and summary["updates"] > 0
     assert min(summary["runner_weights_versions"]) >= 1
     assert summary["evals"] and summary["evals"][-1]["length_mean"] == 45
+
+
+def test_iqlma_critic_sees_the_other_agents_actions():
+    from rlfleet.algorithms.mamql.networks import Critic
+
+    torch.manual_seed(0)
+    critic = Critic(4 + 3, 2, [8], num_agents=3, sees_others=True)
+    obs = torch.zeros(1, 7)
+    obs[0, 4 + 1] = 1.0  # agent 1
+    joint = torch.tensor([[1, 0, 1]])
+    np.testing.assert_array_equal(critic.others_onehot(obs, joint).numpy(), [[0, 1, 0, 1]])  # agents 0 and 2
+    q = [critic(obs, torch.tensor([[a0, 0, a2]])) for a0 in range(2) for a2 in range(2)]
+    torch.testing.assert_close(critic(obs), torch.stack(q).mean(0))  # no joint: the uniform marginal
+    assert not torch.allclose(q[0], q[3])

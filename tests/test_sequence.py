@@ -274,3 +274,19 @@ def test_batched_builder_matches_per_slot_reference(layout, next_step_reset):
         for k in e:
             np.testing.assert_array_equal(e[k], g[k], err_msg=k)
             assert e[k].dtype == g[k].dtype, k
+
+
+def test_joint_actions_of_sibling_agent_slots():
+    """Slots 0-2 are the agents of env 0, 3-5 of env 1: each sequence carries its env's joint actions."""
+    layout = SequenceLayout(0, 2, 2)
+    vec = SequenceBuilder(layout, 6, {B.OBS: ((1,), np.float32)}, agents_per_env=3)
+    z = np.zeros(6)
+    for t in range(2):
+        actions = np.arange(6) * 10 + t
+        vec.step(None, {B.OBS: np.zeros((6, 1), np.float32)}, z, z, (), actions, z, z.astype(bool),
+                 z.astype(bool), {B.OBS: np.zeros((6, 1), np.float32)})
+    out = vec.take()
+    assert out[B.JOINT_ACTION].shape == (6, 2, 3)
+    np.testing.assert_array_equal(out[B.JOINT_ACTION][4], [[30, 40, 50], [31, 41, 51]])
+    np.testing.assert_array_equal(out[B.JOINT_ACTION][0], [[0, 10, 20], [1, 11, 21]])
+    np.testing.assert_array_equal(out[B.ACTION][4], [40, 41])

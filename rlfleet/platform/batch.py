@@ -13,6 +13,7 @@ ACTION = "action"
 REWARD = "reward"
 TERMINAL = "terminal"  # 1.0 where the episode terminated after this step (no bootstrap past it)
 MASK = "mask"  # 1.0 for real steps, 0.0 for padding after the episode's end
+JOINT_ACTION = "joint_action"  # [T, K] multi-agent envs: the actions of all K agents of the slot's env
 ACTION_MASK = "action_mask"  # [T+1, A] bool, envs with legal-action masks only: True = allowed
 STATE_PREFIX = "state_"
 

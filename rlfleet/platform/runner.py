@@ -126,7 +126,8 @@ class EnvRunner:
         if spec.action_mask:
             inputs[B.ACTION_MASK] = ((spec.num_actions,), bool)
         builder = SequenceBuilder(self.layout, n, inputs, [s.shape[1:] for s in state],
-                                  max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)))
+                                  max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)),
+                                  agents_per_env=spec.agents)
         obs = self.envs.reset()
         legal = self.envs.action_mask if spec.action_mask else None  # legal actions for `obs`
         prev_a = np.zeros(n, np.int64)

@@ -96,9 +96,12 @@ class SequenceBuilder:
     """
 
     def __init__(self, layout: SequenceLayout, num_slots: int, inputs: dict, state_shapes=(),
-                 max_steps_between_takes: int = 64):
+                 max_steps_between_takes: int = 64, agents_per_env: int = 1):
         """`inputs`: column name -> (shape, dtype) of each per-step network input besides the
-        previous action and reward, e.g. {OBS: ((2,), float32)}."""
+        previous action and reward, e.g. {OBS: ((2,), float32)}. With `agents_per_env` K > 1
+        (slots e*K .. e*K+K-1 are the agents of env e), sequences also carry JOINT_ACTION: what
+        every agent of the env did at each step (rows of one iteration line up across slots)."""
+        self.agents_per_env = agents_per_env
         if layout.period > layout.trace:
             raise ValueError("sequence period must be <= trace so every step gets a loss")
         n, T = num_slots, layout.length
@@ -194,6 +197,11 @@ class SequenceBuilder:
                     B.REWARD: gather(self.reward),
                     B.TERMINAL: gather(self.terminal),
                     B.MASK: valid.astype(np.float32)})
+        if self.agents_per_env > 1:
+            K = self.agents_per_env
+            siblings = (slot // K * K)[:, None] + np.arange(K)  # [N, K]
+            joint = self.action[siblings[:, None, :], rows[:, :, None]]  # [N, T, K]
+            out[B.JOINT_ACTION] = np.where(valid[..., None], joint, 0)
         for i, buf in enumerate(self.state):
             out[B.state_key(i)] = buf[slot, start % H]
         return out

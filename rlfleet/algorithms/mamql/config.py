@@ -12,8 +12,9 @@ class MAMQLConfig(BaseModel):
 
     demos: str = Field(description="demonstrations file (rlfleet demos record); read by the learner")
     demo_steps: int | None = Field(None, ge=1, description="use only the first N expert env steps of the file")
-    objective: Literal["mamql", "bc"] = Field(
-        "mamql", description="mamql = inverse soft-Q (IQ-Learn chi^2) per agent; bc = behaviour cloning")
+    objective: Literal["mamql", "iql-ma", "bc"] = Field(
+        "mamql", description="mamql = inverse soft-Q (IQ-Learn chi^2) per agent, critic on the agent's own "
+        "actions; iql-ma = the same with a critic that also sees the others' actions; bc = behaviour cloning")
     alpha: float = Field(1.0, gt=0, description="entropy temperature: pi ~ exp(Q / alpha), V = alpha logsumexp(Q / alpha)")
     gamma: float = Field(0.99, gt=0, le=1)
     batch_size: int = Field(256, ge=1, description="online transitions per update (and as many expert ones)")
@@ -21,3 +22,15 @@ class MAMQLConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the critic's weights")
     hidden: list[int] = Field(default_factory=lambda: [256, 256])
     max_grad_norm: float = Field(10.0, gt=0)
+
+
+class IQLMAConfig(MAMQLConfig):
+    """Registry entry `iql-ma`: per-agent IQ-Learn whose critic also sees the others' actions."""
+
+    objective: Literal["iql-ma"] = "iql-ma"
+
+
+class BCConfig(MAMQLConfig):
+    """Registry entry `bc`: behaviour cloning (cross-entropy on the expert's actions)."""
+
+    objective: Literal["bc"] = "bc"

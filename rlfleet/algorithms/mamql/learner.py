@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from rlfleet.algorithms.mamql.config import MAMQLConfig
-from rlfleet.algorithms.mamql.networks import Critic
+from rlfleet.algorithms.mamql.networks import make_critic
 from rlfleet.platform import batch as B
 from rlfleet.platform.errors import UserError
 
@@ -49,7 +49,12 @@ class ExpertData:
         names = list(env_spec.agent_names) if env_spec.agent_names else ["agent"]
         if sorted(data) != sorted(names):
             raise UserError(f"demonstrations {path}: agents {sorted(data)} do not match the env's {sorted(names)}")
-        cols = {k: [] for k in ("obs", "next_obs", "action", "done", "legal_next")}
+        cols = {k: [] for k in ("obs", "next_obs", "action", "done", "legal_next", "joint")}
+        step_actions = {}  # (episode, t) -> {agent index: action}: the joint actions of each env step
+        for k, name in enumerate(names):
+            d = data[name]
+            for e, t, a in zip(d.episode.tolist(), d.t.tolist(), d.action.tolist()):
+                step_actions.setdefault((e, t), {})[k] = a
         for k, name in enumerate(names):
             d = data[name]
             keep = np.arange(len(d)) if demo_steps is None else np.flatnonzero(
@@ -64,6 +69,9 @@ class ExpertData:
             same = np.flatnonzero(d.episode[1:] == d.episode[:-1])
             nxt_mask[same, :d.action_mask.shape[1]] = d.action_mask[same + 1]
             cols["legal_next"].append(nxt_mask[keep])
+            cols["joint"].append(np.array([[step_actions[(e, t)].get(j, 0) for j in range(len(names))]
+                                           for e, t in zip(d.episode[keep].tolist(), d.t[keep].tolist())],
+                                          np.int64).reshape(len(keep), len(names)))
         self.t = {k: torch.as_tensor(np.concatenate(v), device=device) for k, v in cols.items()}
         self.size = len(self.t["action"])
         if self.size == 0:
@@ -92,8 +100,7 @@ class MAMQLLearner:
     def __init__(self, cfg: MAMQLConfig, env_spec, device: torch.device | str = "cpu"):
         self.cfg = cfg
         self.device = torch.device(device)
-        self.online = Critic(int(np.prod(env_spec.obs_shape)), env_spec.num_actions, cfg.hidden,
-                             env_spec.agent_groups).to(self.device)
+        self.online = make_critic(cfg, env_spec).to(self.device)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.expert = ExpertData(cfg.demos, env_spec, self.device, cfg.demo_steps)
         self.num_updates = 0
@@ -101,13 +108,14 @@ class MAMQLLearner:
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         e = self.expert.sample(cfg.batch_size)
-        q_exp = self.online(e["obs"])
+        q_exp = self.online(e["obs"], e["joint"])  # the others' actions matter only to iql-ma's critic
         if cfg.objective == "bc":
             loss = F.cross_entropy(q_exp / cfg.alpha, e["action"])
             return loss, {"loss": loss.detach()}
         obs, nxt = batch[B.OBS][:, 0], batch[B.OBS][:, 1]
         legal = batch[B.ACTION_MASK].bool() if B.ACTION_MASK in batch else None
-        v_on = soft_value(self.online(obs), cfg.alpha, None if legal is None else legal[:, 0])
+        joint = batch[B.JOINT_ACTION][:, 0] if B.JOINT_ACTION in batch else None
+        v_on = soft_value(self.online(obs, joint), cfg.alpha, None if legal is None else legal[:, 0])
         v_on_next = soft_value(self.online(nxt), cfg.alpha, None if legal is None else legal[:, 1])
         v_exp_next = soft_value(self.online(e["next_obs"]), cfg.alpha, e["legal_next"])
         loss, r = iq_chi2_loss(q_exp, e["action"], v_exp_next, e["done"], v_on, v_on_next,

@@ -6,13 +6,12 @@ import numpy as np
 import torch
 
 from rlfleet.algorithms.mamql.config import MAMQLConfig
-from rlfleet.algorithms.mamql.networks import Critic
+from rlfleet.algorithms.mamql.networks import make_critic
 
 
 class MAMQLPolicy:
     def __init__(self, cfg: MAMQLConfig, env_spec):
-        self.net = Critic(int(np.prod(env_spec.obs_shape)), env_spec.num_actions, cfg.hidden,
-                          getattr(env_spec, "agent_groups", None)).eval()
+        self.net = make_critic(cfg, env_spec).eval()
         self.alpha = cfg.alpha
 
     def initial_state(self, batch_size: int) -> tuple:
@@ -22,7 +21,8 @@ class MAMQLPolicy:
         self.net.load_state_dict(weights)
 
     @torch.inference_mode()
-    def act(self, obs, prev_action, prev_reward, state, epsilon, rng: np.random.Generator, action_mask=None):
+    def act(  # a critic that sees the others acts on its uniform marginal over their actions
+self, obs, prev_action, prev_reward, state, epsilon, rng: np.random.Generator, action_mask=None):
         q = self.net(torch.from_numpy(np.asarray(obs, np.float32))).numpy().astype(np.float64)
         if action_mask is not None:
             q = np.where(action_mask, q, -np.inf)
