@@ -17,6 +17,7 @@ class Agent:
     env_spec: object
     policy: object
     checkpoint: Path
+    core: object  # the algorithm's learner core with the checkpoint's state (e.g. for a recovered reward)
 
 
 def load_agent(path: str | Path) -> Agent:
@@ -46,4 +47,4 @@ def load_agent(path: str | Path) -> Agent:
     core.load_state_dict(state["core"])
     policy = spec.make_policy(algo_cfg, env_spec)
     policy.load_weights(core.acting_weights())
-    return Agent(cfg, algo_cfg, env_maker, env_spec, policy, checkpoint)
+    return Agent(cfg, algo_cfg, env_maker, env_spec, policy, checkpoint, core)

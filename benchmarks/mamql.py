@@ -1,0 +1,205 @@
+"""MAMQL vs IQL-MA vs BC from demonstrations, on Gems and mpe2 simple_spread.
+
+For each env and expert-data size (expert env steps taken from one recorded file), each algorithm
+and seed: the true return of the learned policy (greedy, per-agent mean), reward recovery (Pearson
+correlation and MSE between the recovered reward rhat_i(s, a) = Qbar_i(s, a) - gamma (1 - d) V_i(s')
+and the true per-agent reward on held-out expert transitions; not defined for BC), and reward
+transfer (a fresh R2D2 agent with shared parameters trained on rhat instead of the env's reward,
+then evaluated on the true reward). Expert (scripted) and random returns bound the scale; a
+normalized return is (x - random) / (expert - random). Writes benchmarks/results/mamql.json.
+
+    python benchmarks/mamql.py --seeds 3 --sizes 1000 5000 20000 --env-steps 60000
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import table, write_results  # noqa: E402
+
+import rlfleet  # noqa: E402
+from rlfleet import demos  # noqa: E402
+from rlfleet.envs import experts  # noqa: E402
+from rlfleet.platform.agent import load_agent  # noqa: E402
+from rlfleet.platform.evaluation import run_episodes  # noqa: E402
+from rlfleet.platform.registry import resolve_env  # noqa: E402
+
+ENVS = {
+    "gems": {"id": "pz:rlfleet.envs.games.gems_v0", "kwargs": {}, "expert": experts.gems},
+    "spread": {"id": "pz:mpe2.simple_spread_v3", "kwargs": {"max_cycles": 25}, "expert": experts.simple_spread},
+}
+ALGOS = ("mamql", "iql-ma", "bc")
+
+
+def base_config(env: dict, root: str, seed: int, env_steps: int) -> dict:
+    return {
+        "name": "demo", "seed": seed,
+        "env": {"id": env["id"], "kwargs": env["kwargs"], "policy_mapping": "per_agent"},
+        "runners": {"num_runners": 1, "envs_per_runner": 8, "num_cpus": 0.5, "ship_interval": 256,
+                    "weight_sync_interval": 400, "epsilon_warmup_steps": 0},
+        "replay": {"num_shards": 1, "capacity": 100_000, "alpha": 0.0, "min_size": 256, "samples_per_insert": 4,
+                   "error_buffer": 2000},
+        "stop": {"env_steps": env_steps},
+        "eval": {"interval_env_steps": max(env_steps // 4, 1000), "episodes": 24},
+        "checkpoint": {"interval_s": 60},
+        "logging": {"root": root, "progress": False},
+    }
+
+
+def scripted_return(env: dict, policy, episodes: int = 50, seed: int = 10_000) -> float:
+    e = resolve_env(env["id"])(**env["kwargs"])
+    rng = np.random.default_rng(seed)
+    totals = []
+    for k in range(episodes):
+        obs, _ = e.reset(seed=seed + k)
+        total = 0.0
+        while e.agents:
+            acts = policy(e, obs) if policy else {a: int(rng.integers(e.action_space(a).n)) for a in e.agents}
+            obs, rew, *_ = e.step(acts)
+            total += float(np.mean(list(rew.values())))
+        totals.append(total)
+    return float(np.mean(totals))
+
+
+def reward_recovery(run_dir: str, heldout: str) -> dict:
+    """Pearson r and MSE between rhat and the true reward on held-out expert transitions."""
+    from rlfleet.algorithms.mamql.learner import ExpertData
+
+    agent = load_agent(run_dir)
+    spec, core = agent.env_spec, agent.core
+    data, _ = demos.load(heldout)
+    held = ExpertData(heldout, spec, "cpu", None)
+    true_r = np.concatenate([data[a].reward for a in spec.agent_names])
+    t = held.t
+    rhat = core.recovered_reward(t["obs"], t["action"], t["next_obs"], t["done"], t["legal_next"]).numpy()
+    rhat = rhat - rhat.mean() + true_r.mean()  # rewards are identified up to a constant: compare shapes
+    pearson = float(np.corrcoef(rhat, true_r)[0, 1]) if rhat.std() > 0 and true_r.std() > 0 else None
+    return {"reward_pearson": pearson, "reward_mse": float(np.mean((rhat - true_r) ** 2))}
+
+
+class RecoveredRewardEnv:
+    """Factory of the env whose rewards are replaced by a learned critic's rhat (reward transfer)."""
+
+    def __init__(self, env: dict, run_dir: str):
+        self.env, self.run_dir = env, run_dir
+
+    def __call__(self, **kwargs):
+        import torch
+        from pettingzoo.utils.wrappers import BaseParallelWrapper
+
+        from rlfleet.platform.multiagent import encode_agent_obs
+
+        agent = load_agent(self.run_dir)
+        spec, core = agent.env_spec, agent.core
+        names = list(spec.agent_names)
+
+        class Wrapped(BaseParallelWrapper):
+            def reset(self, seed=None, options=None):
+                obs, info = self.env.reset(seed=seed, options=options)
+                self._last = obs
+                return obs, info
+
+            def step(self, actions):
+                obs, rew, term, trunc, info = self.env.step(actions)
+                new = {}
+                for a in rew:
+                    k = names.index(a)
+                    enc = lambda x: torch.from_numpy(encode_agent_obs(spec, k, np.asarray(x)[None]))  # noqa: E731
+                    r = core.recovered_reward(enc(self._last[a]), torch.tensor([actions[a]]), enc(obs[a]),
+                                              torch.tensor([float(term[a])]))
+                    new[a] = float(r[0])
+                self._last = obs
+                return obs, new, term, trunc, info
+
+        return Wrapped(resolve_env(self.env["id"])(**{**self.env["kwargs"], **kwargs}))
+
+
+def true_return(run_dir: str, env: dict, episodes: int = 48) -> float:
+    agent = load_agent(run_dir)
+    maker = copy.copy(agent.env_maker)
+    maker.factory, maker.kwargs = resolve_env(env["id"]), env["kwargs"]  # the true reward, whatever it trained on
+    batch = maker.batch(8, seed=123_457)
+    res = run_episodes(agent.policy, batch, episodes * agent.env_spec.agents, 0.0, np.random.default_rng(0))
+    return float(np.mean([r for r, _ in res]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--envs", nargs="+", default=list(ENVS))
+    p.add_argument("--algos", nargs="+", default=list(ALGOS))
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--env-steps", type=int, default=60_000, help="agent steps of online interaction per run")
+    p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
+    args = p.parse_args()
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="rlfleet-mamql-") as root:
+        for name in args.envs:
+            env = ENVS[name]
+            demo_file, heldout = f"{root}/{name}.parquet", f"{root}/{name}-heldout.parquet"
+            demos.record(env["id"], env["expert"], max(args.sizes), demo_file, env["kwargs"], seed=0)
+            demos.record(env["id"], env["expert"], 2000, heldout, env["kwargs"], seed=999_000)
+            expert, rand = scripted_return(env, env["expert"]), scripted_return(env, None)
+            rows += [{"system": "expert", "env": name, "setting": "scripted", "metric": "return", "value": expert},
+                     {"system": "random", "env": name, "setting": "uniform", "metric": "return", "value": rand}]
+            for size in args.sizes:
+                for algo in args.algos:
+                    for seed in range(args.seeds):
+                        cfg = base_config(env, root, seed, args.env_steps)
+                        cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
+                        cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size, "batch_size": 128,
+                                            "hidden": [128, 128]}
+                        s = rlfleet.train(cfg)
+                        row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
+                               "seed": seed, "env_steps": s["env_steps"], "wall_s": round(s["wall_s"], 1),
+                               "metric": "return", "value": true_return(s["run_dir"], env),
+                               "normalized": None, "reward_pearson": None, "reward_mse": None,
+                               "transfer_return": None}
+                        row["normalized"] = (row["value"] - rand) / (expert - rand)
+                        if algo != "bc":
+                            row.update(reward_recovery(s["run_dir"], heldout))
+                            if args.transfer_steps:
+                                tname = f"{name}-rhat-{algo}-{size}-s{seed}"
+                                rlfleet.register_env(tname, RecoveredRewardEnv(env, s["run_dir"]))
+                                tcfg = base_config(env, root, seed, args.transfer_steps)
+                                tcfg["name"], tcfg["env"] = tname, {"id": tname, "policy_mapping": "shared"}
+                                tcfg["algorithm"] = {"name": "r2d2", "burn_in": 0, "trace": 8, "period": 4, "n_step": 3,
+                                                     "gamma": 0.99, "batch_size": 32, "lr": 5e-4, "target_tau": 0.005,
+                                                     "use_lstm": False, "lstm_size": 128, "mlp_hidden": [128],
+                                                     "dueling_hidden": 128}
+                                tcfg["replay"]["alpha"] = 0.6
+                                tcfg["runners"]["epsilon_warmup_steps"] = args.transfer_steps // 5
+                                ts = rlfleet.train(tcfg)
+                                row["transfer_return"] = true_return(ts["run_dir"], env)
+                        rows.append(row)
+                        print({k: v for k, v in row.items()}, flush=True)
+                        write_results("mamql", rows, summarize(rows))
+    print(table([[r["env"], r["system"], r.get("expert_steps"), r.get("seed"), r["value"], r.get("normalized"),
+                  r.get("reward_pearson"), r.get("reward_mse"), r.get("transfer_return")] for r in rows],
+                ["env", "system", "expert steps", "seed", "true return", "normalized", "rhat pearson", "rhat mse",
+                 "transfer return"]))
+    print("wrote", write_results("mamql", rows, summarize(rows)))
+
+
+def summarize(rows: list[dict]) -> dict:
+    def mean(env, algo, size, key):
+        vals = [r[key] for r in rows if r["env"] == env and r["system"] == algo and r.get("expert_steps") == size
+                and r.get(key) is not None]
+        return float(np.mean(vals)) if vals else None
+
+    return {"gems_20k_mamql_normalized_return": mean("gems", "mamql", 20000, "normalized"),
+            "gems_1k_mamql_return": mean("gems", "mamql", 1000, "value"),
+            "gems_1k_iqlma_return": mean("gems", "iql-ma", 1000, "value"),
+            "spread_20k_mamql_normalized_return": mean("spread", "mamql", 20000, "normalized"),
+            "gems_mamql_reward_pearson": mean("gems", "mamql", 20000, "reward_pearson"),
+            "gems_iqlma_reward_pearson": mean("gems", "iql-ma", 20000, "reward_pearson")}
+
+
+if __name__ == "__main__":
+    main()
