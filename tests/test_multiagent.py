@@ -6,7 +6,7 @@ import functools
 import gymnasium as gym
 import numpy as np
 import pytest
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
 
 from rlfleet.platform.envs import EnvMaker
 from rlfleet.platform.errors import UserError
@@ -57,6 +57,11 @@ class Dwindling(ParallelEnv):
         return obs, rewards, terms, truncs, {a: {} for a in obs}
 
 
+class TurnBased(AECEnv):
+    metadata = {"name": "turn_based_v0"}
+    possible_agents = ["x", "o"]
+
+
 def test_slots_masks_and_absent_agents():
     batch = EnvMaker(Dwindling, {}).batch(2, seed=0)
     spec = batch.spec
@@ -91,7 +96,7 @@ def test_pz_family_resolves_parallel_envs_and_explains_bad_names():
     with pytest.raises(UserError, match="did you mean: pz:mpe2.simple_spread_v3"):
         resolve_env("pz:mpe2.simple_sprad_v3")
     with pytest.raises(UserError, match="turn-based"):
-        EnvMaker(resolve_env("pz:pettingzoo.classic.connect_four_v3"), {}).spec()
+        EnvMaker(TurnBased, {}).spec()
     with pytest.raises(UserError, match="single-agent"):
         EnvMaker(resolve_env("pz:mpe2.simple_spread_v3"), {}, observation_mask=[0]).spec()
 
