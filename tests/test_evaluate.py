@@ -2,6 +2,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -10,8 +11,18 @@ from rlfleet.evaluate import evaluate
 from rlfleet.platform.errors import UserError
 
 
-def test_evaluate_a_run_dir_and_render_a_gif(ray_session, tiny_config, tmp_path):
+def test_evaluate_and_plot_a_real_run(ray_session, tiny_config, tmp_path):
     summary = rlfleet.train(tiny_config)
+    # learning curves: this run plus a fake second seed of the same experiment
+    from rlfleet.plot import plot, read_metric
+
+    png = plot([summary["run_dir"]], metric="episode_return", out=tmp_path / "curves.png")
+    image = Image.open(png)
+    assert image.size[0] > 300 and len(np.unique(np.asarray(image.convert("L")))) > 10  # axes, text, a curve
+    x, y = read_metric(Path(summary["run_dir"]), "episode_return")
+    assert len(x) >= 1 and (x[1:] >= x[:-1]).all()
+    with pytest.raises(UserError, match="never logged.*did you mean"):
+        plot([summary["run_dir"]], metric="episode_retrun", out=tmp_path / "x.png")
     report = evaluate(summary["run_dir"], episodes=4, success_threshold=10.0, render=True)
     written = json.loads(Path(report["written_to"]).read_text())
     assert written["episodes"] == 4 and written["return_mean"] > 0 and 0.0 <= written["success_rate"] <= 1.0
@@ -27,3 +38,18 @@ def test_evaluate_a_run_dir_and_render_a_gif(ray_session, tiny_config, tmp_path)
 def test_evaluate_rejects_what_is_not_a_run(tmp_path):
     with pytest.raises(UserError, match="no checkpoint found"):
         evaluate(tmp_path)
+
+
+def test_plot_groups_seeds_and_draws_their_spread(tmp_path):
+    from rlfleet.plot import group_name, plot
+
+    runs = []
+    for seed in range(3):
+        d = tmp_path / f"cartpole-s{seed}-20261127-010203"
+        d.mkdir()
+        lines = [json.dumps({"env_steps": s, "eval_return": s / 100 + 10 * seed}) for s in range(0, 5000, 500)]
+        (d / "metrics.jsonl").write_text("\n".join(lines))
+        runs.append(d)
+    assert {group_name(r) for r in runs} == {"cartpole"}
+    png = plot(runs, out=tmp_path / "seeds.png")
+    assert png.stat().st_size > 5000
