@@ -54,13 +54,39 @@ def save_checkpoint(root: Path, env_steps: int, learner_state: dict, driver_stat
         meta["has_storage"] = snap["storage"] is not None
         _write_json(tmp / f"replay-{k}.json", meta)
     _write_json(tmp / "driver.json", driver_state)  # written last: its presence marks completeness
+    _commit(tmp, final)
+    for old in list_checkpoints(root)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Make a fully written temp dir the checkpoint `final` in one rename."""
     _fsync_dir(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync_dir(root)
-    for old in list_checkpoints(root)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(final.parent)
+
+
+def _copy_synced(src: str, dst: str) -> None:
+    shutil.copy2(src, dst)
+    with open(dst, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def adopt_checkpoint(src: Path, root: Path) -> Path:
+    """Copy a complete checkpoint from elsewhere (the one Ray Tune hands a restarted trial) into
+    `root` under its usual name, atomically, so the ordinary resume path reads it."""
+    env_steps = int(json.loads((src / "driver.json").read_text())["env_steps"])
+    final = root / f"{PREFIX}{env_steps:012d}"
+    if (final / "driver.json").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp, copy_function=_copy_synced)
+    _commit(tmp, final)
     return final
 
 

@@ -5,17 +5,37 @@ Errors name the file, the key path and the closest valid key; the CLI prints the
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlfleet.platform.errors import UserError, did_you_mean
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+_RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "memory", "object_store_memory")
+
+
+def _custom_resources(v: dict[str, float]) -> dict[str, float]:
+    for name, amount in v.items():
+        if name in _RAY_BUILTIN_RESOURCES:
+            raise ValueError(f"'{name}' is set by num_cpus / num_gpus, not resources")
+        if not amount > 0:
+            raise ValueError(f"resource '{name}' needs an amount > 0, got {amount}")
+    return v
+
+
+# Custom Ray resources per actor (Ray's .options(resources=...)): they pin an actor kind to the nodes
+# that offer them, e.g. `ray start --resources='{"gpu_node": 1}'` and `learner.resources: {gpu_node: 1}`.
+CustomResources = Annotated[dict[str, float], AfterValidator(_custom_resources), Field(
+    default_factory=dict, description="custom Ray resources per actor, e.g. {spot_node: 0.01}")]
+PLACEMENT_DESCRIPTION = "'spread' asks Ray to put these actors on different nodes (SPREAD); 'pack' uses Ray's default"
 
 
 class EnvConfig(Strict):
@@ -40,6 +60,8 @@ class RunnersConfig(Strict):
     epsilon_warmup_steps: int = Field(
         0, ge=0, description="fleet env steps over which every slot's eps decays linearly from 1 to its Ape-X value")
     max_restarts: int = Field(100, ge=0, description="dead runners replaced at most this many times")
+    placement: Literal["pack", "spread"] = Field("pack", description=PLACEMENT_DESCRIPTION)
+    resources: CustomResources
 
 
 class ReplayConfig(Strict):
@@ -53,6 +75,8 @@ class ReplayConfig(Strict):
     error_buffer: float = Field(
         500.0, gt=0, description="tolerated deviation from samples_per_insert, in sampled sequences")
     num_cpus: float = Field(0.25, gt=0)
+    placement: Literal["pack", "spread"] = Field("pack", description=PLACEMENT_DESCRIPTION)
+    resources: CustomResources
 
 
 class LearnerConfig(Strict):
@@ -62,6 +86,7 @@ class LearnerConfig(Strict):
     prefetch: int = Field(4, ge=1, description="batches requested ahead of the update loop")
     publish_interval: int = Field(10, ge=1, description="updates between weight publications")
     torch_threads: int = Field(1, ge=1)
+    resources: CustomResources
 
 
 class StopConfig(Strict):
@@ -76,6 +101,7 @@ class EvalConfig(Strict):
     episodes: int = Field(20, ge=1)
     epsilon: float = Field(0.0, ge=0, le=1, description="0 = greedy (R2D2 uses 0.001)")
     num_cpus: float = Field(0.25, gt=0)
+    resources: CustomResources
 
 
 class CheckpointConfig(Strict):
@@ -91,6 +117,53 @@ class LoggingConfig(Strict):
     tensorboard: bool = True
 
 
+class SweepParam(Strict):
+    """How Ray Tune picks one config value: exactly one of these keys."""
+
+    grid: Optional[list[Any]] = Field(None, min_length=1, description="every value, in every sample (tune.grid_search)")
+    choice: Optional[list[Any]] = Field(None, min_length=1, description="one value at random per trial")
+    uniform: Optional[tuple[float, float]] = Field(None, description="[low, high], uniform")
+    loguniform: Optional[tuple[float, float]] = Field(None, description="[low, high], uniform in log space")
+    randint: Optional[tuple[int, int]] = Field(None, description="[low, high), an integer")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "SweepParam":
+        given = [k for k in type(self).model_fields if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {', '.join(type(self).model_fields)} (got {', '.join(given) or 'none'})")
+        bounds = self.uniform or self.loguniform or self.randint
+        if bounds is not None and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]}: low must be below high, got {list(bounds)}")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError(f"loguniform: low must be > 0, got {self.loguniform[0]}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in type(self).model_fields if getattr(self, k) is not None)
+
+    @property
+    def value(self):
+        return getattr(self, self.kind)
+
+
+class SweepConfig(Strict):
+    """A Ray Tune sweep over this experiment (`rlfleet sweep`); `rlfleet train` refuses configs that have one."""
+
+    params: dict[str, SweepParam] = Field(
+        min_length=1, description="dotted config key -> {grid|choice|uniform|loguniform|randint: ...}")
+    num_samples: int = Field(1, ge=1, description="trials drawn (grids: repeats of the whole grid)")
+    metric: str = Field("eval_return", description="reported metric that ranks trials")
+    mode: Literal["max", "min"] = "max"
+    search: Literal["random", "grid", "optuna"] = Field(
+        "random", description="random: Tune's variant generator; grid: grid/choice only, all combinations; "
+                              "optuna: OptunaSearch (pip install optuna)")
+    max_concurrent: Optional[int] = Field(None, ge=1, description="trials running at once (None = as resources allow)")
+    max_failures: int = Field(2, ge=0, description="a failed trial is restarted from its last checkpoint this often")
+    storage_path: str = Field("~/ray_results", description="Tune's results root (local path or URI)")
+    name: Optional[str] = Field(None, description="experiment folder under storage_path (default <name>-<timestamp>)")
+
+
 class ExperimentConfig(Strict):
     name: str = "experiment"
     seed: int = 0
@@ -103,17 +176,30 @@ class ExperimentConfig(Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    sweep: Optional[SweepConfig] = Field(None, description="run through Ray Tune with `rlfleet sweep`")
 
     @property
     def algorithm_name(self) -> str:
         return self.algorithm["name"]
 
 
+def reject_sweep(cfg: ExperimentConfig, source: str = "this config") -> None:
+    """A sweep is many runs: training once from such a config would silently ignore the block."""
+    if cfg.sweep is not None:
+        raise UserError(f"{source} has a 'sweep:' block: run it with `rlfleet sweep`, or remove the block "
+                        "(or --set sweep=null) to train once")
+
+
 def _model_fields(model: type[BaseModel], path: tuple) -> list[str]:
     """Valid keys at `path` inside `model` (for 'did you mean')."""
-    for key in path:
-        field = model.model_fields.get(str(key))
-        ann = getattr(field, "annotation", None)
+    path = list(path)
+    while path:
+        ann = getattr(model.model_fields.get(str(path.pop(0))), "annotation", None)
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        if typing.get_origin(ann) is dict and path:  # dict[str, Model]: skip the user's key
+            ann, path = args[1], path[1:]
+        elif args and len(args) == 1:  # Optional[Model]
+            ann = args[0]
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []
         model = ann

@@ -13,12 +13,15 @@ import ray
 import yaml
 
 from rlfleet.platform import checkpoint as ckpt
-from rlfleet.platform.config import ExperimentConfig
+from rlfleet.platform.auth import enable_token_auth_if_available
+from rlfleet.platform.config import ExperimentConfig, reject_sweep
 from rlfleet.platform.envs import EnvMaker
 from rlfleet.platform.errors import UserError
 from rlfleet.platform.evaluation import Evaluator
 from rlfleet.platform.learner import Learner, ReplayShard
 from rlfleet.platform.metrics import MetricsLogger
+from rlfleet.platform.placement import (TRIAL_DRIVER_BUNDLE, Placement, check_cluster_resources,
+                                        custom_resource_totals, node_info)
 from rlfleet.platform.registry import resolve_algorithm
 from rlfleet.platform.runner import EnvRunner, apex_epsilons
 
@@ -30,17 +33,23 @@ def required_cpus(cfg: ExperimentConfig) -> float:
             + cfg.learner.num_cpus + (cfg.eval.num_cpus if cfg.eval.interval_env_steps else 0))
 
 
-def ensure_ray(cfg: ExperimentConfig) -> None:
-    """Attach to RAY_ADDRESS if set, else start an embedded local Ray sized for the experiment
-    (logical CPUs may exceed physical cores; actors are sized with fractional CPUs)."""
+def ensure_ray(cfg: ExperimentConfig, address: str | None = None, trials: int = 0) -> None:
+    """Attach to `address` (else RAY_ADDRESS) when given, else start an embedded local Ray sized for
+    the experiment, or for `trials` concurrent Tune trials of it (logical CPUs may exceed physical
+    cores; actors are sized with fractional CPUs). The embedded Ray offers the custom resources the
+    config asks for, so a config written for a cluster also runs on one machine."""
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"])
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        enable_token_auth_if_available()
+        ray.init(address=address)
+        check_cluster_resources(cfg)
         return
-    num_cpus = max(os.cpu_count() or 1, int(np.ceil(required_cpus(cfg))))
-    ray.init(num_cpus=num_cpus, dashboard_host="127.0.0.1", include_dashboard=False,
-             logging_level="warning", log_to_driver=True)
+    per_copy = required_cpus(cfg) + (TRIAL_DRIVER_BUNDLE["CPU"] if trials else 0.0)
+    num_cpus = max(os.cpu_count() or 1, int(np.ceil(per_copy * max(1, trials))))
+    ray.init(num_cpus=num_cpus, resources=custom_resource_totals(cfg, max(1, trials)) or None,
+             dashboard_host="127.0.0.1", include_dashboard=False, logging_level="warning", log_to_driver=True)
 
 
 def check_replay(cfg: ExperimentConfig, algo_cfg) -> None:
@@ -69,10 +78,18 @@ def new_run_dir(cfg: ExperimentConfig) -> Path:
     return run_dir
 
 
+def _node_id(_actor) -> str:
+    """Run inside an actor through __ray_call__: which node it landed on."""
+    return ray.get_runtime_context().get_node_id()
+
+
 class Experiment:
+    """One run. `reporter` (optional) sees every metrics record and checkpoint; Tune trials use it."""
+
     def __init__(self, cfg: ExperimentConfig, algo_cfg, resolved: dict, run_dir: Path | None = None,
-                 resume: bool = False):
+                 resume: bool = False, reporter=None):
         self.cfg, self.algo_cfg = cfg, algo_cfg
+        self.reporter = reporter
         self.spec = resolve_algorithm(cfg.algorithm_name)
         self.layout = self.spec.sequence_layout(algo_cfg)
         self.env_maker = EnvMaker.from_config(cfg.env)
@@ -91,18 +108,15 @@ class Experiment:
     # -- actor construction ----------------------------------------------------------------------
     def _build(self) -> None:
         cfg = self.cfg
+        self.placement = Placement(cfg)
         shard_cap = max(1, cfg.replay.capacity // cfg.replay.num_shards)
         self.shards = [
-            ray.remote(ReplayShard).options(num_cpus=cfg.replay.num_cpus, max_concurrency=8).remote(
+            ray.remote(ReplayShard).options(**self.placement.options("replay", k), max_concurrency=8).remote(
                 capacity=shard_cap, alpha=cfg.replay.alpha, beta=cfg.replay.beta, min_size=cfg.replay.min_size,
                 samples_per_insert=cfg.replay.samples_per_insert, error_buffer=cfg.replay.error_buffer,
                 seed=cfg.seed * 7919 + k)
             for k in range(cfg.replay.num_shards)]
-        num_gpus = cfg.learner.num_gpus
-        if cfg.learner.device == "auto" and num_gpus == 0 and ray.cluster_resources().get("GPU", 0) >= 1:
-            num_gpus = 1
-        self.learner = ray.remote(Learner).options(
-            num_cpus=cfg.learner.num_cpus, num_gpus=num_gpus, max_concurrency=8).remote(
+        self.learner = ray.remote(Learner).options(**self.placement.options("learner"), max_concurrency=8).remote(
             self.spec.make_learner, self.algo_cfg, self.env_spec, self.shards,
             batch_size=self.algo_cfg.batch_size, device=cfg.learner.device, prefetch=cfg.learner.prefetch,
             publish_interval=cfg.learner.publish_interval, torch_threads=cfg.learner.torch_threads, seed=cfg.seed)
@@ -111,7 +125,7 @@ class Experiment:
         self.runners = [None] * cfg.runners.num_runners
         self.evaluator = None
         if cfg.eval.interval_env_steps:
-            self.evaluator = ray.remote(Evaluator).options(num_cpus=cfg.eval.num_cpus).remote(
+            self.evaluator = ray.remote(Evaluator).options(**self.placement.options("eval")).remote(
                 self.env_maker, self.spec.make_policy, self.algo_cfg, min(cfg.eval.episodes, 32),
                 seed=10_000_000 + cfg.seed)
 
@@ -120,7 +134,7 @@ class Experiment:
         weights = ray.get(self.learner.get_weights.remote(-1))
         seed = cfg.seed * 100_003 + i * 1009 + self.restarts * 17 + self.resumes * 7
         self.runners[i] = ray.remote(EnvRunner).options(
-            num_cpus=cfg.runners.num_cpus, max_concurrency=4, name=f"{self.name}:runner:{i}",
+            **self.placement.options("runner", i), max_concurrency=4, name=f"{self.name}:runner:{i}",
             namespace="rlfleet").remote(
             i, self.env_maker, self.spec.make_policy, self.algo_cfg, self.layout, self.epsilons[i * n:(i + 1) * n],
             self.shards, self.learner, weights, cfg.runners.ship_interval, cfg.runners.weight_sync_interval, seed,
@@ -128,6 +142,24 @@ class Experiment:
             epsilon_warmup_done=self.env_steps // cfg.runners.num_runners)
         self.runners[i].start.remote()
         self.last_runner_steps[i] = 0
+        self.node_refs[i] = self.runners[i].__ray_call__.remote(_node_id)
+
+    def _note_runner_nodes(self) -> None:
+        """Record on which node each runner (and each replacement) landed: placement is observable."""
+        if not self.node_refs:
+            return
+        ready, _ = ray.wait(list(self.node_refs.values()), num_returns=len(self.node_refs), timeout=0)
+        for i, ref in [(i, r) for i, r in self.node_refs.items() if r in ready]:
+            del self.node_refs[i]
+            try:
+                node = ray.get(ref)
+            except ray.exceptions.RayError:
+                continue  # died before it ran; its replacement reports instead
+            self.runner_nodes.setdefault(i, []).append(node)
+            if node not in self.nodes:
+                self.nodes[node] = node_info(node)
+            self.logger.log({"env_steps": self.env_steps, "wall_s": self.wall_s(),
+                             "placement": {"runner": i, "node_id": node, **self.nodes[node]}})
 
     # -- checkpointing -------------------------------------------------------------------------
     def _driver_state(self) -> dict:
@@ -141,6 +173,8 @@ class Experiment:
         path = ckpt.save_checkpoint(self.run_dir / "checkpoints", self.env_steps, learner_state,
                                     self._driver_state(), snaps, self.cfg.checkpoint.keep)
         self.last_ckpt = time.time()
+        if self.reporter is not None:
+            self.reporter.on_checkpoint(path)
         return path
 
     def _restore(self) -> None:
@@ -172,6 +206,9 @@ class Experiment:
         self.evals: list[dict] = []
         self.resumed_from = None
         self.last_runner_steps: dict[int, int] = {}
+        self.node_refs: dict[int, ray.ObjectRef] = {}
+        self.runner_nodes: dict[int, list[str]] = {}
+        self.nodes: dict[str, dict] = {}
         self._build()
         if self.resume:
             self._restore()
@@ -206,6 +243,7 @@ class Experiment:
                         window["episodes"].append(ret)
                     self.episodes += len(st["episodes"])
                 self.env_steps = self.env_steps_base + sum(self.last_runner_steps.values())
+                self._note_runner_nodes()
                 learner_stats = ray.get(self.learner.stats.remote())
                 if window["updates"] is None:
                     window["updates"] = learner_stats["updates"]
@@ -246,6 +284,8 @@ class Experiment:
                     record.update({f"learner.{k}": v for k, v in learner_stats.items()
                                    if isinstance(v, float) and k != "time"})
                     self.logger.log(record)
+                    if self.reporter is not None:
+                        self.reporter.on_metrics(record)
                     window = {"t": now, "steps": self.env_steps, "updates": learner_stats["updates"], "episodes": []}
                 if now - self.last_ckpt >= cfg.checkpoint.interval_s:
                     self.save()
@@ -267,12 +307,15 @@ class Experiment:
             result = ray.get(eval_ref)
             self.evals.append({"env_steps": eval_step, "updates": learner_stats["updates"],
                                "wall_s": round(self.wall_s(), 2), **result})
+        self._note_runner_nodes()
         path = self.save()
         self.logger.close()
         summary = {"run_dir": str(self.run_dir), "stop_reason": stop_reason, "env_steps": self.env_steps,
                    "updates": learner_stats["updates"], "episodes": self.episodes, "wall_s": self.wall_s(),
                    "runner_restarts": self.restarts, "evals": self.evals, "checkpoint": str(path),
-                   "resumed_from": self.resumed_from, "runner_weights_versions": [versions.get(i, -1) for i in range(len(self.runners))], "learner_device": learner_stats.get("device")}
+                   "resumed_from": self.resumed_from, "runner_weights_versions": [versions.get(i, -1) for i in range(len(self.runners))], "learner_device": learner_stats.get("device"),
+                   "runner_nodes": {str(i): nodes for i, nodes in sorted(self.runner_nodes.items())},
+                   "nodes": self.nodes}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
         self._kill_actors()
         return summary
@@ -328,8 +371,11 @@ def _time_fractions(prefix: str, splits) -> dict:
     return {f"{prefix}.{k}": v / whole for k, v in totals.items()}
 
 
-def train(cfg: ExperimentConfig, algo_cfg, resolved: dict, resume_dir: str | Path | None = None) -> dict:
+def train(cfg: ExperimentConfig, algo_cfg, resolved: dict, resume_dir: str | Path | None = None,
+          address: str | None = None) -> dict:
+    """Run one experiment here, on an embedded Ray or on the cluster at `address` / RAY_ADDRESS."""
+    reject_sweep(cfg)
     check_replay(cfg, algo_cfg)
-    ensure_ray(cfg)
+    ensure_ray(cfg, address)
     exp = Experiment(cfg, algo_cfg, resolved, Path(resume_dir) if resume_dir else None, resume=bool(resume_dir))
     return exp.run()

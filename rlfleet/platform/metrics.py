@@ -30,9 +30,15 @@ class MetricsLogger:
             self._print(record)
 
     def _print(self, r: dict) -> None:
+        line = None
         if "eval_return_std" in r:  # an evaluation record
             line = (f"eval @ {r['env_steps']:,d} steps: return {r['eval_return']:.1f} "
                     f"+- {r['eval_return_std']:.1f}")
+        elif "placement" in r:  # a runner started on a node
+            p = r["placement"]
+            line = (f"runner {p['runner']} on node {p['node_id'][:12]} ({p['address']}"
+                    + "".join(f", {name}" for name in p["custom_resources"]) + ")")
+        if line is not None:
             sys.stdout.write(("\r" + line + "\033[K\n") if self.tty else line + "\n")
             sys.stdout.flush()
             return
