@@ -37,9 +37,6 @@ def job_address(address: str | None) -> str:
 def prepare(config: str, overrides: list[str] | None) -> tuple[dict, str]:
     """Validate here, before anything is sent; return (resolved config to ship, rlfleet command)."""
     cfg, _, resolved = load_config(config, overrides)
-    if not Path(cfg.logging.root).is_absolute():
-        print(f"rlfleet: note: logging.root is relative ({cfg.logging.root!r}): the run directory will be inside "
-              "the job's working dir on the head node; --set logging.root=/abs/path keeps it", file=sys.stderr)
     return resolved, "sweep" if cfg.sweep is not None else "train"
 
 
@@ -64,12 +61,15 @@ def submit(config: str, overrides: list[str] | None, address: str | None, wait: 
     """Submit; with `wait`, stream the job's logs and return 0 if it succeeded, 1 otherwise."""
     from ray.job_submission import JobStatus
 
-    raw, command = prepare(config, overrides)
+    resolved, command = prepare(config, overrides)
     address = job_address(address)
     client = _client(address)
+    if not Path(resolved["logging"]["root"]).is_absolute():
+        print(f"rlfleet: note: logging.root is relative ({resolved['logging']['root']!r}): the run directory will be "
+              "inside the job's working dir on the head node; --set logging.root=/abs/path keeps it", file=sys.stderr)
     package = Path(rlfleet.__file__).parent
     with tempfile.TemporaryDirectory(prefix="rlfleet-job-") as stage:
-        (Path(stage) / CONFIG_NAME).write_text(yaml.safe_dump(raw, sort_keys=False))
+        (Path(stage) / CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
         job_id = client.submit_job(
             entrypoint=f"python -m rlfleet {command} {CONFIG_NAME}",
             runtime_env={"working_dir": stage, "py_modules": [str(package)], "excludes": ["__pycache__"]},

@@ -25,8 +25,9 @@ def _custom(resources: dict) -> list[str]:
 
 
 def learner_gpus(cfg: ExperimentConfig) -> float:
-    """learner.num_gpus, or one GPU when device is auto and the cluster has one."""
-    if cfg.learner.device == "auto" and cfg.learner.num_gpus == 0 and ray.cluster_resources().get("GPU", 0) >= 1:
+    """learner.num_gpus, or one GPU when device is auto and the (connected) cluster has one."""
+    if (cfg.learner.device == "auto" and cfg.learner.num_gpus == 0 and ray.is_initialized()
+            and ray.cluster_resources().get("GPU", 0) >= 1):
         return 1.0
     return cfg.learner.num_gpus
 
