@@ -43,6 +43,10 @@ class EnvConfig(Strict):
     kwargs: dict[str, Any] = Field(default_factory=dict, description="passed to the env factory")
     observation_mask: Optional[list[int]] = Field(
         None, description="keep only these observation indices (memory tasks from ordinary envs)")
+    agent_id: bool = Field(
+        True, description="multi-agent envs: append a one-hot agent index to each agent's observation")
+    policy_mapping: Any = Field(
+        "shared", description="multi-agent envs: 'shared' (one network), 'per_agent', or {agent name: group name}")
     normalize_observations: bool = Field(
         False, description="scale Box observation dims with finite bounds to [-1, 1] (static, so replay stays valid)")
     vectorization: Literal["none", "sync"] = Field(

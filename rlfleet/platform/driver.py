@@ -121,7 +121,9 @@ class Experiment:
             batch_size=self.algo_cfg.batch_size, device=cfg.learner.device, prefetch=cfg.learner.prefetch,
             publish_interval=cfg.learner.publish_interval, torch_threads=cfg.learner.torch_threads, seed=cfg.seed)
         n = cfg.runners.envs_per_runner
-        self.epsilons = apex_epsilons(cfg.runners.num_runners * n, cfg.runners.epsilon_base, cfg.runners.epsilon_alpha)
+        slots = n * self.env_spec.agents  # per runner: one per env, or one per agent of each env
+        self.epsilons = apex_epsilons(cfg.runners.num_runners * slots, cfg.runners.epsilon_base,
+                                      cfg.runners.epsilon_alpha)
         self.runners = [None] * cfg.runners.num_runners
         self.evaluator = None
         if cfg.eval.interval_env_steps:
@@ -136,7 +138,8 @@ class Experiment:
         self.runners[i] = ray.remote(EnvRunner).options(
             **self.placement.options("runner", i), max_concurrency=4, name=f"{self.name}:runner:{i}",
             namespace="rlfleet").remote(
-            i, self.env_maker, self.spec.make_policy, self.algo_cfg, self.layout, self.epsilons[i * n:(i + 1) * n],
+            i, self.env_maker, self.spec.make_policy, self.algo_cfg, self.layout,
+            self.epsilons[i * n * self.env_spec.agents:(i + 1) * n * self.env_spec.agents],
             self.shards, self.learner, weights, cfg.runners.ship_interval, cfg.runners.weight_sync_interval, seed,
             epsilon_warmup_steps=cfg.runners.epsilon_warmup_steps // cfg.runners.num_runners,
             epsilon_warmup_done=self.env_steps // cfg.runners.num_runners)
