@@ -51,6 +51,53 @@ def _sweep(args) -> int:
     return code
 
 
+def _eval(args) -> int:
+    from rlfleet.evaluate import evaluate
+
+    report = evaluate(args.path, episodes=args.episodes, success_threshold=args.success_threshold,
+                      render=args.render, out=args.out)
+    line = f"return {report['return_mean']:.2f} +- {report['return_std']:.2f} over {args.episodes} episodes"
+    if "success_rate" in report:
+        line += f", success {report['success_rate']:.0%}"
+    print(line)
+    print(json.dumps(report))
+    return 0
+
+
+def _plot(args) -> int:
+    from rlfleet.plot import plot
+
+    print(plot(args.run_dirs, metric=args.metric, out=args.out))
+    return 0
+
+
+def _demos_record(args) -> int:
+    from rlfleet import demos
+
+    try:
+        kwargs = json.loads(args.env_kwargs) if args.env_kwargs else {}
+    except json.JSONDecodeError as e:
+        raise UserError(f"--env-kwargs is not JSON: {e}") from None
+    expert = demos.load_expert(args.expert)
+    if not args.env and not hasattr(expert, "make_env"):
+        raise UserError("demos record: --env is required with a scripted expert")
+    meta = demos.record(args.env or "", expert, args.steps, args.out, kwargs, seed=args.seed, expert_name=args.expert)
+    print(json.dumps({"out": str(args.out), "steps": meta["steps"], "episodes": meta["episodes"],
+                      "agents": meta["agents"]}))
+    return 0
+
+
+def _list(args) -> int:
+    from rlfleet.platform.registry import describe_algorithms, describe_envs
+
+    rows = describe_algorithms() if args.command == "algos" else describe_envs()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        status = "" if r["available"] else f"  [missing: {r['missing']}; pip install 'rlfleet[{r['extra']}]']"
+        print(f"{r['name']:<{width}}  {r['source']}  {r['description']}{status}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rlfleet", description="Distributed actor-learner RL on Ray")
     sub = p.add_subparsers(dest="command", required=True)
@@ -76,6 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--set", action="append", metavar="KEY.PATH=VALUE", help="override a config value (repeatable)")
     w.add_argument("--address", help="attach to this Ray cluster (default: RAY_ADDRESS, else an embedded local Ray)")
     w.set_defaults(func=_sweep)
+
+    e = sub.add_parser("eval", help="greedy evaluation of a saved agent (run dir or checkpoint dir)")
+    e.add_argument("path", help="run directory (newest checkpoint) or checkpoints/ckpt-* directory")
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--success-threshold", type=float, help="an episode with return >= this counts as a success")
+    e.add_argument("--render", action="store_true", help="save one rendered episode as a GIF")
+    e.add_argument("--out", help="where eval-*.json (and the GIF) go (default: the run directory)")
+    e.set_defaults(func=_eval)
+
+    pl = sub.add_parser("plot", help="PNG learning curves of runs (seeds of one experiment: mean and spread)")
+    pl.add_argument("run_dirs", nargs="+")
+    pl.add_argument("--metric", default="eval_return", help="a metrics.jsonl key (default eval_return)")
+    pl.add_argument("--out", default="curves.png")
+    pl.set_defaults(func=_plot)
+
+    d = sub.add_parser("demos", help="demonstrations")
+    dsub = d.add_subparsers(dest="demos_command", required=True)
+    rec = dsub.add_parser("record", help="record an expert's demonstrations to a Parquet file")
+    rec.add_argument("--env", help="env name (not needed with a checkpoint expert: it brings its own)")
+    rec.add_argument("--env-kwargs", help="JSON object passed to the env factory")
+    rec.add_argument("--expert", required=True, help="scripted:MODULE:FN or checkpoint:RUN_DIR")
+    rec.add_argument("--steps", type=int, required=True, help="env steps to record (whole episodes)")
+    rec.add_argument("--out", required=True, help="output .parquet file")
+    rec.add_argument("--seed", type=int, default=0)
+    rec.set_defaults(func=_demos_record)
+
+    for name, what in (("envs", "registered envs and env families"), ("algos", "registered algorithms")):
+        ls = sub.add_parser(name, help=f"list {what}, with their source and whether their extras are installed")
+        ls.set_defaults(func=_list)
     return p
 
 

@@ -22,4 +22,4 @@ def resolve(env_id: str):
     return functools.partial(_make, env_id)
 
 
-register_env_family("gym", resolve)
+register_env_family("gym", resolve, "any registered Gymnasium env id, e.g. gym:CartPole-v1")

@@ -46,4 +46,5 @@ def resolve(name: str):
     raise UserError(f"'pz:{name}': module has neither parallel_env nor env")
 
 
-register_env_family("pz", resolve)
+register_env_family("pz", resolve, "PettingZoo Parallel env by module, e.g. pz:mpe2.simple_spread_v3 "
+                    "(mpe2.* needs the multiagent extra)", requires={"mpe2": "multiagent"})

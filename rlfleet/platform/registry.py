@@ -46,9 +46,44 @@ def register_env(name: str, factory: EnvFactory) -> None:
     _ENVS[name] = factory
 
 
-def register_env_family(prefix: str, resolver: Callable[[str], EnvFactory]) -> None:
-    """Register a resolver for every name `prefix:<rest>` (e.g. `gym:` -> gymnasium.make)."""
+_FAMILY_INFO: dict[str, dict] = {}
+
+
+def register_env_family(prefix: str, resolver: Callable[[str], EnvFactory], description: str = "",
+                        requires: dict[str, str] | None = None) -> None:
+    """Register a resolver for every name `prefix:<rest>` (e.g. `gym:` -> gymnasium.make).
+    `requires`: importable module -> the rlfleet extra that installs it (shown by `rlfleet envs`)."""
     _ENV_FAMILIES[prefix] = resolver
+    _FAMILY_INFO[prefix] = {"description": description, "requires": dict(requires or {})}
+
+
+def _missing(requires: dict[str, str]) -> tuple[list[str], list[str]]:
+    import importlib.util
+
+    missing = [m for m in requires if importlib.util.find_spec(m) is None]
+    return missing, sorted({requires[m] for m in missing})
+
+
+def describe_envs() -> list[dict]:
+    """One row per registered env name and env family: name, source module, description, and
+    whether the modules it needs are importable (else the extra to install)."""
+    _load_builtins()
+    rows = []
+    for name, factory in sorted(_ENVS.items()):
+        rows.append({"name": name, "source": getattr(factory, "__module__", "?"), "description": "registered env",
+                     "available": True, "missing": "", "extra": ""})
+    for prefix, resolver in sorted(_ENV_FAMILIES.items()):
+        info = _FAMILY_INFO.get(prefix, {"description": "", "requires": {}})
+        missing, extras = _missing(info["requires"])
+        rows.append({"name": f"{prefix}:<id>", "source": resolver.__module__, "description": info["description"],
+                     "available": not missing, "missing": ", ".join(missing), "extra": ",".join(extras)})
+    return rows
+
+
+def describe_algorithms() -> list[dict]:
+    _load_builtins()
+    return [{"name": name, "source": spec.make_learner.__module__, "description": spec.description,
+             "available": True, "missing": "", "extra": ""} for name, spec in sorted(_ALGORITHMS.items())]
 
 
 def register_algorithm(spec: AlgorithmSpec) -> None:
