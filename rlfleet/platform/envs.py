@@ -143,8 +143,9 @@ def scale_observation(env):
         raise ValueError(f"normalize_observations needs a Box observation space, got {space}")
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
     finite = np.isfinite(low) & np.isfinite(high) & (high > low)
-    center = np.where(finite, (high + low) / 2, 0.0).astype(np.float32)
-    scale = np.where(finite, 2.0 / np.where(finite, high - low, 1.0), 1.0).astype(np.float32)
+    lo, hi = np.where(finite, low, -1.0), np.where(finite, high, 1.0)  # unbounded dims: identity map
+    center = ((hi + lo) / 2).astype(np.float32)
+    scale = (2.0 / (hi - lo)).astype(np.float32)
     new_space = gym.spaces.Box(np.where(finite, -1.0, low).astype(np.float32),
                                np.where(finite, 1.0, high).astype(np.float32), dtype=np.float32)
     return gym.wrappers.TransformObservation(env, lambda o: ((o - center) * scale).astype(np.float32), new_space)
