@@ -30,24 +30,39 @@ from rlfleet.platform.registry import resolve_algorithm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # family name -> config whose env and network are measured
-ENVS = {"stateless_cartpole": ROOT / "configs" / "quickstart.yaml"}
+ENVS = {"stateless_cartpole": ROOT / "configs" / "quickstart.yaml",
+        "mpe2_simple_spread": ROOT / "configs" / "spread_r2d2.yaml"}
 
 
 def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
+    from rlfleet.platform.multiagent import is_parallel_env
+
     envs = [maker() for _ in range(num_envs)]
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
-    n_actions = envs[0].action_space.n
-    actions = np.random.default_rng(seed).integers(0, n_actions, 1 << 16).tolist()  # Python ints: fastest
     steps, k = 0, 0
     t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
-        for e in envs:
-            _, _, term, trunc, _ = e.step(actions[k & 0xFFFF])
-            k += 1
-            if term or trunc:
-                e.reset()
-        steps += num_envs
+    if is_parallel_env(envs[0]):  # PettingZoo: count agent steps, as rlfleet's runners do
+        n_actions = envs[0].action_space(envs[0].possible_agents[0]).n
+        actions = np.random.default_rng(seed).integers(0, n_actions, 1 << 16).tolist()
+        while time.perf_counter() < t_end:
+            for e in envs:
+                live = e.agents
+                e.step({a: actions[(k + j) & 0xFFFF] for j, a in enumerate(live)})
+                k += len(live)
+                steps += len(live)
+                if not e.agents:
+                    e.reset()
+    else:
+        n_actions = envs[0].action_space.n
+        actions = np.random.default_rng(seed).integers(0, n_actions, 1 << 16).tolist()  # Python ints: fastest
+        while time.perf_counter() < t_end:
+            for e in envs:
+                _, _, term, trunc, _ = e.step(actions[k & 0xFFFF])
+                k += 1
+                if term or trunc:
+                    e.reset()
+            steps += num_envs
     out.put(steps / seconds)
 
 
@@ -114,14 +129,21 @@ def rlfleet_steps_per_s(cfg, algo_cfg, maker: EnvMaker, policy: str, runners: in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     p.add_argument("--runners", type=int, nargs="+", default=[1, 2])
     p.add_argument("--envs-per-runner", type=int, nargs="+", default=[8, 64])
     p.add_argument("--ship-interval", type=int, default=1024, help="env steps per shipment to replay")
     args = p.parse_args()
     import ray
 
-    rows = []
-    for family, config in ENVS.items():
+    import json
+
+    from common import RESULTS
+
+    old = RESULTS / "perf_pipeline.json"  # keep the other envs' rows when measuring a subset
+    rows = [r for r in json.loads(old.read_text())["rows"] if r["env"] not in args.envs] if old.is_file() else []
+    for family in args.envs:
+        config = ENVS[family]
         cfg, algo_cfg, _ = load_config(config)
         maker = EnvMaker.from_config(cfg.env)
         for num_envs in args.envs_per_runner:

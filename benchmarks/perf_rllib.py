@@ -102,10 +102,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--rlfleet-budget-s", type=float, default=600)
-    p.add_argument("--rllib-budget-s", type=float, default=600)
+    p.add_argument("--rllib-budget-s", type=float, default=660)
+    p.add_argument("--reuse-rlfleet", action="store_true", help="keep the rlfleet rows of the existing results file")
     args = p.parse_args()
     rows = []
-    for seed in range(args.seeds):
+    if args.reuse_rlfleet:
+        import json
+
+        from common import RESULTS
+
+        rows = [r for r in json.loads((RESULTS / "perf_rllib.json").read_text())["rows"] if r["system"] == "rlfleet"]
+    for seed in range(args.seeds if not rows else 0):
         rows.append(run_rlfleet(seed, args.rlfleet_budget_s))
         print({k: v for k, v in rows[-1].items()}, flush=True)
         write_results("perf_rllib", rows, summarize(rows))
