@@ -36,6 +36,7 @@ class MultiAgentBatch:
         env = envs[0]
         self.agents = list(env.possible_agents)
         self.K = len(self.agents)
+        self._index = {a: k for k, a in enumerate(self.agents)}  # agent -> slot offset within its env
         self.n = len(envs) * self.K
         obs_spaces, masked = zip(*(_split_obs(env.observation_space(a)) for a in self.agents))
         self.obs_dims = [int(np.prod(s.shape)) for s in obs_spaces]
@@ -125,7 +126,7 @@ class MultiAgentBatch:
         acts = actions.tolist()
         for e, env in enumerate(self.envs):
             live = env.agents
-            action_dict = {a: acts[e * K + self.agents.index(a)] for a in live}
+            action_dict = {a: acts[e * K + self._index[a]] for a in live}
             observations, rewards, terms, truncs, _ = env.step(action_dict)
             self._write(e, observations, next_obs, next_mask)
             for k, a in enumerate(self.agents):
