@@ -188,6 +188,9 @@ class EnvMaker:
         return env
 
     def batch(self, n: int, seed: int):
+        make_batch = getattr(self.factory, "make_batch", None)
+        if make_batch is not None:  # envs vectorized natively (e.g. JAX vmap): one object, n envs
+            return make_batch(n, seed, **self.kwargs)
         if self.vectorization == "sync":
             import gymnasium as gym
 
@@ -213,7 +216,7 @@ class EnvMaker:
         return self._agents
 
     def spec(self) -> EnvSpec:
-        batch = self._wrap([self()], 0)
+        batch = self.batch(1, 0) if hasattr(self.factory, "make_batch") else self._wrap([self()], 0)
         try:
             return batch.spec
         finally:
