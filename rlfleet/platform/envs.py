@@ -44,6 +44,7 @@ class StepResult:
     obs: np.ndarray  # what to act on next (first obs of a new episode where a slot just reset)
     action_mask: np.ndarray | None = None  # [N, A] legal actions for `obs` (envs with masks only)
     next_action_mask: np.ndarray | None = None  # [N, A] legal actions for `next_obs`
+    dropped: np.ndarray | None = None  # [N] the slot's episode broke (e.g. its browser crashed): truncated, not counted
 
 
 class EnvList:

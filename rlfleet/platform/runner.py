@@ -101,7 +101,8 @@ class EnvRunner:
         episodes = [self.episodes.popleft() for _ in range(len(self.episodes))]
         return {"index": self.index, "env_steps": self.env_steps, "episodes": episodes,
                 "weights_version": self.version, "weight_updates": self.weight_updates,
-                "sequences": self.sequences_shipped, "time": dict(self.split.totals)}
+                "sequences": self.sequences_shipped, "time": dict(self.split.totals),
+                "episodes_dropped": getattr(self.envs, "dropped_episodes", 0)}
 
     def current_epsilons(self) -> np.ndarray:
         """Ape-X eps per slot, after an optional linear warm-up from 1 (uniformly random acting)."""
@@ -158,7 +159,7 @@ class EnvRunner:
             if any_reset:
                 done &= stepped
             if done.any():
-                for i in np.flatnonzero(done):
+                for i in np.flatnonzero(done if res.dropped is None else done & ~res.dropped):
                     self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
                 ep_ret[done], ep_len[done] = 0.0, 0
             prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)

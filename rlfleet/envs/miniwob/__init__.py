@@ -1,0 +1,63 @@
+"""`miniwob:<task>`: MiniWoB++ tasks (miniwob 1.1.0) in headless Chromium, QWeb's encoding.
+
+`miniwob:click-button` etc. for every task of the `miniwob` package (its html/miniwob/*.html);
+env kwargs go to `MiniWoBEnv` (max_elements, max_fields, max_steps, shaping, warm_start_episodes,
+subgoal_episodes, ...). Runners get a `MiniWoBBatch`: one browser per env, stepped concurrently,
+with legal-action masks. Browsers start lazily, inside the actor that hosts the env.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from rlfleet.platform.errors import UserError, did_you_mean
+from rlfleet.platform.registry import register_env_family
+
+
+def task_names() -> list[str]:
+    """All MiniWoB++ tasks the installed miniwob package ships (FlightWoB tasks excluded: they
+    need a local HTTP server)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("miniwob")
+    if spec is None:
+        return []
+    html = Path(spec.origin).parent / "html" / "miniwob"
+    return sorted(p.stem for p in html.glob("*.html"))
+
+
+class MiniWoBFactory:
+    """Picklable factory for one task: `factory(**kwargs)` makes one env (raw stepping, tests),
+    `factory.make_batch(n, seed, **kwargs)` the runner's concurrent batch."""
+
+    def __init__(self, task: str):
+        self.task = task
+
+    def __call__(self, **kwargs):
+        from rlfleet.envs.miniwob.env import MiniWoBEnv
+
+        try:
+            return MiniWoBEnv(self.task, **kwargs)
+        except TypeError as e:
+            raise UserError(f"miniwob:{self.task}: bad env kwargs ({e})") from None
+
+    def make_batch(self, n: int, seed: int, **kwargs):
+        from rlfleet.envs.miniwob.batch import MiniWoBBatch
+
+        return MiniWoBBatch([self(**kwargs) for _ in range(n)], seed)
+
+
+@functools.lru_cache(maxsize=None)
+def resolve(task: str) -> MiniWoBFactory:
+    names = task_names()
+    if not names:
+        raise UserError("miniwob: envs need the miniwob package (pip install 'rlfleet[web]') and Debian's "
+                        "chromium + chromium-driver")
+    task = task.removeprefix("miniwob/").removesuffix("-v1")
+    if task not in names:
+        raise UserError(f"unknown env 'miniwob:{task}'{did_you_mean('miniwob:' + task, ['miniwob:' + t for t in names])}")
+    return MiniWoBFactory(task)
+
+
+register_env_family("miniwob", resolve, "MiniWoB++ web task in headless Chromium, e.g. miniwob:click-button "
+                    "(needs the web extra and Debian's chromium, chromium-driver)", requires={"miniwob": "web"})

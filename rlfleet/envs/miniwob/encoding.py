@@ -1,0 +1,178 @@
+"""QWeb-style state and action encoding (Gur et al., ICLR 2019, Sec. 3-4) as fixed-shape arrays.
+
+Observation: one float32 array of shape [F + E, W] (F instruction fields, E DOM elements):
+- field row f: [present, key tokens (KEY_TOKENS), value tokens (VALUE_TOKENS), 0...]
+- element row e: [present, tag token, text tokens, value tokens, id/class tokens, left, top,
+  width, height (scaled to the 160x210 task area), focused, tampered, targeted, is_leaf,
+  typeable, then 2 per field: share of the field's value tokens found in the element's text,
+  and whether the element's value equals the field's value].
+Tokens are hashed words (ids in [1, VOCAB), 0 = padding), so there is no vocabulary to ship;
+the network embeds them. Text pseudo-elements (MiniWoB's tag "t", e.g. a checkbox label's text)
+are merged into their parent element, which is what a click can target.
+
+Action: one flat Discrete index over element x {click, type field f}:
+a = e * (1 + F) + k, k = 0: click element e; k = 1 + f: focus element e and type field f's value.
+`legal_actions` masks elements beyond the page, typing into elements that take no text, and
+fields the instruction does not have, so an invalid action is never sent to the browser.
+"""
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+VOCAB = 4096
+KEY_TOKENS, VALUE_TOKENS = 2, 6
+TAG_TOKENS, TEXT_TOKENS, ELEM_VALUE_TOKENS, ATTR_TOKENS = 1, 8, 6, 4
+GEOMETRY, FLAGS = 4, 5  # left, top, width, height; focused, tampered, targeted, is_leaf, typeable
+TASK_W, TASK_H = 160.0, 210.0
+TYPEABLE = ("input_text", "input_password", "input_email", "input_number", "input_search", "input_tel",
+            "input_url", "textarea", "input_date", "input_time")
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tokens(text: str, n: int) -> list[int]:
+    """First n hashed word ids of `text` (lowercased alphanumeric words), padded with 0."""
+    ids = [zlib.crc32(w.encode()) % (VOCAB - 1) + 1 for w in _WORD.findall(str(text).lower())[:n]]
+    return ids + [0] * (n - len(ids))
+
+
+@dataclass(frozen=True)
+class DomLayout:
+    """Column offsets of the observation; E and F are recovered from the env's spec."""
+
+    max_elements: int = 32
+    max_fields: int = 4
+
+    # element row
+    PRESENT = 0
+    TAG = 1
+    TEXT = TAG + TAG_TOKENS
+    VALUE = TEXT + TEXT_TOKENS
+    ATTRS = VALUE + ELEM_VALUE_TOKENS
+    GEOM = ATTRS + ATTR_TOKENS
+    FLAG = GEOM + GEOMETRY
+    MATCH = FLAG + FLAGS  # 2 per field
+    BASE_WIDTH = MATCH
+    # field row
+    KEY = 1
+    FVALUE = KEY + KEY_TOKENS
+
+    @property
+    def width(self) -> int:
+        return self.BASE_WIDTH + 2 * self.max_fields
+
+    @property
+    def rows(self) -> int:
+        return self.max_fields + self.max_elements
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.rows, self.width)
+
+    @property
+    def num_actions(self) -> int:
+        return self.max_elements * (1 + self.max_fields)
+
+    @classmethod
+    def from_spec(cls, obs_shape, num_actions: int) -> "DomLayout":
+        rows, width = obs_shape
+        f = (width - cls.BASE_WIDTH) // 2
+        layout = cls(rows - f, f)
+        if layout.shape != tuple(obs_shape) or layout.num_actions != num_actions:
+            raise ValueError(f"observation {obs_shape} / {num_actions} actions is not a MiniWoB DOM layout")
+        return layout
+
+    # -- actions -------------------------------------------------------------------------------
+    def decode(self, action: int) -> tuple[int, int]:
+        """flat action -> (element index, k) with k = 0 click, k = 1 + f type field f."""
+        return divmod(int(action), 1 + self.max_fields)
+
+    def encode_action(self, element: int, field: int | None = None) -> int:
+        return element * (1 + self.max_fields) + (0 if field is None else 1 + field)
+
+
+def visible_elements(dom_elements, max_elements: int) -> list[dict]:
+    """The elements an action can target, in DOM order: text pseudo-elements merged into their
+    parent's text, the page body left out, at most `max_elements`."""
+    by_ref = {}
+    out = []
+    for el in dom_elements:
+        if el["tag"] == "t":
+            parent = by_ref.get(el["parent"])
+            if parent is not None:
+                parent["text"] = (parent["text"] + " " + el["text"]).strip()
+            continue
+        if el["tag"] == "body":
+            continue
+        item = {"ref": int(el["ref"]), "parent": int(el["parent"]), "tag": el["tag"], "text": el["text"] or "", "value": str(el["value"] or ""),
+                "attrs": f"{el['id']} {el['classes']}", "left": float(el["left"][0]), "top": float(el["top"][0]),
+                "width": float(el["width"][0]), "height": float(el["height"][0]), "flags": el["flags"]}
+        by_ref[item["ref"]] = item
+        out.append(item)
+    return out[:max_elements]
+
+
+def field_matches(field_value: str, element: dict) -> tuple[float, float]:
+    """(share of the field's words in the element's text, element value == field value)."""
+    words = _WORD.findall(str(field_value).lower())
+    have = set(_WORD.findall(element["text"].lower()))
+    share = sum(w in have for w in words) / len(words) if words else 0.0
+    return share, float(element["value"].strip().lower() == str(field_value).strip().lower() and bool(words))
+
+
+def encode(layout: DomLayout, fields, elements: list[dict], out: np.ndarray | None = None) -> np.ndarray:
+    """(instruction fields, visible elements) -> [F + E, W] float32 observation."""
+    L = layout
+    obs = np.zeros(L.shape, np.float32) if out is None else out
+    if out is not None:
+        obs[:] = 0.0
+    F = L.max_fields
+    fields = list(fields)[:F]
+    for f, (key, value) in enumerate(fields):
+        row = obs[f]
+        row[0] = 1.0
+        row[L.KEY:L.KEY + KEY_TOKENS] = tokens(key, KEY_TOKENS)
+        row[L.FVALUE:L.FVALUE + VALUE_TOKENS] = tokens(value, VALUE_TOKENS)
+    for e, el in enumerate(elements[:L.max_elements]):
+        row = obs[F + e]
+        row[L.PRESENT] = 1.0
+        row[L.TAG] = tokens(el["tag"].replace("_", " "), 1)[0]
+        row[L.TEXT:L.TEXT + TEXT_TOKENS] = tokens(el["text"], TEXT_TOKENS)
+        row[L.VALUE:L.VALUE + ELEM_VALUE_TOKENS] = tokens(el["value"], ELEM_VALUE_TOKENS)
+        row[L.ATTRS:L.ATTRS + ATTR_TOKENS] = tokens(el["attrs"].replace("-", " "), ATTR_TOKENS)
+        row[L.GEOM:L.GEOM + 4] = (el["left"] / TASK_W, el["top"] / TASK_H, el["width"] / TASK_W, el["height"] / TASK_H)
+        row[L.FLAG:L.FLAG + 4] = el["flags"]
+        row[L.FLAG + 4] = el["tag"] in TYPEABLE
+        for f, (_, value) in enumerate(fields):
+            row[L.MATCH + 2 * f:L.MATCH + 2 * f + 2] = field_matches(value, el)
+    return obs
+
+
+def legal_actions(layout: DomLayout, num_fields: int, elements: list[dict], out: np.ndarray | None = None,
+                  typeable_only: bool = True) -> np.ndarray:
+    """[E * (1 + F)] bool: click any element on the page; type an existing field into a typeable one."""
+    F = layout.max_fields
+    mask = np.zeros((layout.max_elements, 1 + F), bool) if out is None else out.reshape(layout.max_elements, 1 + F)
+    mask[:] = False
+    n = min(len(elements), layout.max_elements)
+    mask[:n, 0] = True
+    nf = min(num_fields, F)
+    for e in range(n):
+        if not typeable_only or elements[e]["tag"] in TYPEABLE:
+            mask[e, 1:1 + nf] = True
+    if n == 0:  # an empty page (between episodes): keep argmax defined; the env ignores the action
+        mask[0, 0] = True
+    return mask.reshape(-1)
+
+
+def potential(fields, elements: list[dict]) -> float:
+    """QWeb's shaping potential: the share of instruction fields whose value some element holds
+    (DOM-vs-instruction matching); F = gamma * phi(s') - phi(s) keeps optimal policies (Ng et al. 1999)."""
+    fields = list(fields)
+    if not fields:
+        return 0.0
+    return sum(any(field_matches(v, el)[1] for el in elements) for _, v in fields) / len(fields)

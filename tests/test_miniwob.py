@@ -1,0 +1,128 @@
+"""miniwob: family against a real headless Chromium (Debian's chromium + chromium-driver)."""
+import os
+import signal
+import tempfile
+
+import numpy as np
+import pytest
+
+pytest.importorskip("miniwob", reason="needs the web extra (pip install 'rlfleet[web]')")
+
+import rlfleet.envs.miniwob  # noqa: E402,F401  (registers the family)
+from rlfleet.envs.miniwob import encoding as enc  # noqa: E402
+from rlfleet.envs.miniwob.solvers import SOLVERS  # noqa: E402
+from rlfleet.platform.errors import UserError  # noqa: E402
+from rlfleet.platform.registry import resolve_env  # noqa: E402
+
+
+@pytest.fixture
+def profile_root(tmp_path, monkeypatch):
+    """Browser profiles go to a folder of this test's own, so 'none left behind' is checkable."""
+    root = tmp_path / "profiles"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def _solve(env, episodes: int, seed: int = 0) -> list[float]:
+    rewards = []
+    for ep in range(episodes):
+        env.reset(seed=seed + ep)
+        for _ in range(env.max_steps):
+            action, _ = SOLVERS[env.task](env.layout, env.fields, env.elements)
+            assert env.action_mask()[action]
+            _, r, term, trunc, info = env.step(action)
+            assert not info["illegal"]
+            if term or trunc:
+                break
+        rewards.append(r)
+    return rewards
+
+
+def test_unknown_task_is_a_user_error():
+    with pytest.raises(UserError, match="did you mean: miniwob:click-button"):
+        resolve_env("miniwob:click-buton")
+
+
+def test_reset_step_and_no_profile_left(profile_root):
+    env = resolve_env("miniwob:click-test")(max_elements=16, max_fields=2)
+    try:
+        obs, info = env.reset(seed=1)
+        assert obs.shape == (18, enc.DomLayout.BASE_WIDTH + 4) and obs.dtype == np.float32
+        assert len(list(profile_root.iterdir())) == 1  # a fresh profile for this browser
+        mask = env.action_mask()
+        assert mask.shape == (16 * 3,) and mask.any()
+        button = next(i for i, el in enumerate(env.elements) if el["tag"] == "button")
+        _, r, term, trunc, info = env.step(env.layout.encode_action(button))
+        assert term and not trunc and r == 1.0 and info["success"]
+        obs, _ = env.reset()  # next episode in the same browser
+        assert obs[2:, enc.DomLayout.PRESENT].sum() == len(env.elements) > 0
+    finally:
+        env.close()
+    assert list(profile_root.iterdir()) == []
+
+
+def test_dom_extraction_and_action_mapping(profile_root):
+    env = resolve_env("miniwob:login-user")(max_elements=16, max_fields=3, max_steps=6)
+    L = env.layout
+    try:
+        obs, _ = env.reset(seed=3)
+        keys = [k for k, _ in env.fields]
+        assert keys == ["username", "password"]
+        user = next(i for i, el in enumerate(env.elements) if el["attrs"].split()[:1] == ["username"])
+        label = next(i for i, el in enumerate(env.elements) if el["text"] == "Username")
+        row = obs[L.max_fields + user]
+        assert row[L.FLAG + 4] == 1.0 and obs[L.max_fields + label, L.FLAG + 4] == 0.0  # typeable flag
+        assert row[L.ATTRS] == enc.tokens("username", 1)[0]
+        assert obs[0, L.KEY] == enc.tokens("username", 1)[0] and obs[2, 0] == 0.0  # 2 fields present, 3rd padded
+        mask = env.action_mask().reshape(L.max_elements, 1 + L.max_fields)
+        n = len(env.elements)
+        assert mask[:n, 0].all() and not mask[n:].any()  # elements beyond the page: masked
+        assert mask[user, 1:3].all() and not mask[user, 3]  # only existing fields can be typed
+        assert not mask[label, 1:].any()  # no typing into a label
+        # an illegal action (element beyond the page) is never sent: the page is unchanged
+        before = [el["value"] for el in env.elements]
+        _, r, term, trunc, info = env.step(L.encode_action(L.max_elements - 1))
+        assert info["illegal"] and not term and [el["value"] for el in env.elements] == before
+        # type field 0 (the username) into the username input: value and match features follow
+        obs, r, term, _, info = env.step(L.encode_action(user, 0))
+        assert not info["illegal"] and not term
+        assert env.elements[user]["value"] == env.fields[0][1]
+        assert obs[L.max_fields + user, L.MATCH + 1] == 1.0 and obs[L.max_fields + user, L.MATCH + 3] == 0.0
+        assert enc.potential(env.fields, env.elements) == 0.5
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("task", ["click-checkboxes", "login-user", "focus-text"])
+def test_scripted_solver_succeeds_through_the_action_api(task, profile_root):
+    env = resolve_env(f"miniwob:{task}")(max_elements=24, max_fields=4)
+    try:
+        rewards = _solve(env, 3)
+    finally:
+        env.close()
+    assert rewards == [1.0, 1.0, 1.0]
+
+
+def test_killed_chromedriver_is_recovered(profile_root):
+    factory = resolve_env("miniwob:click-button")
+    batch = factory.make_batch(2, 0, max_elements=16, max_fields=2)
+    try:
+        batch.reset()
+        victim = batch.envs[1].browser
+        os.kill(victim.service.process.pid, signal.SIGKILL)  # chromedriver dies mid-episode
+        res = batch.step(np.zeros(2, np.int64))
+        assert res.dropped.tolist() == [False, True] and res.truncated[1]
+        assert batch.dropped_episodes == 1 and batch.envs[1].browser is not victim
+        assert res.action_mask[1].any()
+        # the recreated browser plays on: the solver wins the next episodes on both slots
+        wins = np.zeros(2)
+        for _ in range(6):
+            actions = np.array([SOLVERS["click-button"](e.layout, e.fields, e.elements)[0] for e in batch.envs])
+            res = batch.step(actions)
+            assert not res.dropped.any()
+            wins += res.reward > 0
+        assert (wins >= 5).all()
+    finally:
+        batch.close()
+    assert list(profile_root.iterdir()) == []  # the killed browser's profile too
