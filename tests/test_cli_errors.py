@@ -86,3 +86,16 @@ def test_replay_settings_that_would_stall(tmp_path):
     cfg = dict(TINY, replay={**TINY["replay"], "capacity": 10, "min_size": 8})
     line = _check_one_line(*_run("train", _write(tmp_path, cfg))[::2])
     assert "replay.min_size" in line
+
+
+@pytest.mark.parametrize("blocked,args,extra", [
+    ("mpe2", ["train", "configs/spread_r2d2.yaml"], "multiagent"),
+    ("matplotlib", ["plot", "runs-that-need-no-reading"], "plot"),
+])
+def test_missing_optional_dependency_names_the_extra(blocked, args, extra):
+    """The dependency is made unimportable in the child process (sys.modules[name] = None)."""
+    code = (f"import sys; sys.modules[{blocked!r}] = None; sys.argv = ['rlfleet', *{args!r}]; "
+            "from rlfleet.cli import main; sys.exit(main())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    line = _check_one_line(p.returncode, p.stderr)
+    assert f"pip install 'rlfleet[{extra}]'" in line, line

@@ -40,6 +40,19 @@ def prepare(config: str, overrides: list[str] | None) -> tuple[dict, str]:
     return resolved, "sweep" if cfg.sweep is not None else "train"
 
 
+def job_runtime_env(resolved: dict, stage: str) -> dict:
+    """The job carries the staged config, this rlfleet package, the config's runtime_env and the
+    modules of plugins (envs/algorithms) that live outside installed packages on this machine."""
+    from rlfleet.platform.config import build_config
+    from rlfleet.platform.placement import actor_runtime_env
+
+    cfg, _ = build_config(resolved)
+    own = actor_runtime_env(cfg)  # the job's actors get runtime_env.working_dir; its driver runs in `stage`
+    env = {**own, "working_dir": stage, "excludes": ["__pycache__", *own.get("excludes", [])]}
+    env["py_modules"] = [str(Path(rlfleet.__file__).parent), *own.get("py_modules", [])]
+    return env
+
+
 def _client(address: str):
     from ray.job_submission import JobSubmissionClient
 
@@ -67,12 +80,11 @@ def submit(config: str, overrides: list[str] | None, address: str | None, wait: 
     if not Path(resolved["logging"]["root"]).is_absolute():
         print(f"rlfleet: note: logging.root is relative ({resolved['logging']['root']!r}): the run directory will be "
               "inside the job's working dir on the head node; --set logging.root=/abs/path keeps it", file=sys.stderr)
-    package = Path(rlfleet.__file__).parent
     with tempfile.TemporaryDirectory(prefix="rlfleet-job-") as stage:
         (Path(stage) / CONFIG_NAME).write_text(yaml.safe_dump(resolved, sort_keys=False))
         job_id = client.submit_job(
             entrypoint=f"python -m rlfleet {command} {CONFIG_NAME}",
-            runtime_env={"working_dir": stage, "py_modules": [str(package)], "excludes": ["__pycache__"]},
+            runtime_env=job_runtime_env(resolved, stage),
             metadata={"rlfleet_config": Path(config).name, "rlfleet_command": command})
     print(job_id, flush=True)
     if not wait:

@@ -7,7 +7,7 @@ import functools
 import importlib
 import pkgutil
 
-from rlfleet.platform.errors import UserError, did_you_mean
+from rlfleet.platform.errors import UserError, did_you_mean, missing_extra
 from rlfleet.platform.registry import register_env_family
 
 PACKAGES = ("mpe2", "pettingzoo.classic", "pettingzoo.butterfly", "pettingzoo.sisl", "pettingzoo.atari",
@@ -37,6 +37,8 @@ def resolve(name: str):
     try:
         module = importlib.import_module(name)
     except ImportError as e:
+        if missing_extra(f"env 'pz:{name}'", e):
+            raise missing_extra(f"env 'pz:{name}'", e) from None
         candidates = ["pz:" + m for m in known_modules()]
         raise UserError(f"unknown env 'pz:{name}' ({e}){did_you_mean('pz:' + name, candidates)}") from None
     if hasattr(module, "parallel_env"):

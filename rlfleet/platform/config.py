@@ -161,11 +161,28 @@ class SweepConfig(Strict):
     mode: Literal["max", "min"] = "max"
     search: Literal["random", "grid", "optuna"] = Field(
         "random", description="random: Tune's variant generator; grid: grid/choice only, all combinations; "
-                              "optuna: OptunaSearch (pip install optuna)")
+                              "optuna: OptunaSearch (pip install 'rlfleet[sweep]')")
     max_concurrent: Optional[int] = Field(None, ge=1, description="trials running at once (None = as resources allow)")
     max_failures: int = Field(2, ge=0, description="a failed trial is restarted from its last checkpoint this often")
     storage_path: str = Field("~/ray_results", description="Tune's results root (local path or URI)")
     name: Optional[str] = Field(None, description="experiment folder under storage_path (default <name>-<timestamp>)")
+
+
+class RuntimeEnvConfig(Strict):
+    """Ray runtime_env fields applied to every rlfleet actor (and to the job by `rlfleet submit`).
+    Plugin modules outside installed packages are added to py_modules automatically."""
+
+    py_modules: list[str] = Field(default_factory=list, description="local package dirs / .py files / wheels shipped "
+                                  "to the workers (Ray uploads them, so other nodes can import them)")
+    working_dir: Optional[str] = Field(None, description="a local dir or URI shipped to the workers as their cwd")
+    pip: Optional[list[str]] = Field(None, description="pip packages installed for the workers (Ray caches the env)")
+    uv: Optional[list[str]] = Field(None, description="like pip, installed with uv")
+    conda: Optional[Any] = Field(None, description="a conda env name or spec")
+    env_vars: dict[str, str] = Field(default_factory=dict, description="environment variables of the worker processes")
+    excludes: list[str] = Field(default_factory=list, description="patterns left out of working_dir/py_modules uploads")
+
+    def to_ray(self) -> dict:
+        return {k: v for k, v in self.model_dump().items() if v not in (None, [], {})}
 
 
 class ExperimentConfig(Strict):
@@ -181,6 +198,8 @@ class ExperimentConfig(Strict):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     sweep: Optional[SweepConfig] = Field(None, description="run through Ray Tune with `rlfleet sweep`")
+    runtime_env: RuntimeEnvConfig = Field(default_factory=RuntimeEnvConfig,
+                                          description="Ray runtime_env for rlfleet's actors (plugins, pip, env vars)")
 
     @property
     def algorithm_name(self) -> str:

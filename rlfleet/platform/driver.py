@@ -16,11 +16,11 @@ from rlfleet.platform import checkpoint as ckpt
 from rlfleet.platform.auth import enable_token_auth_if_available
 from rlfleet.platform.config import ExperimentConfig, reject_sweep
 from rlfleet.platform.envs import EnvMaker
-from rlfleet.platform.errors import UserError
+from rlfleet.platform.errors import UserError, missing_extra
 from rlfleet.platform.evaluation import Evaluator
 from rlfleet.platform.learner import Learner, ReplayShard
 from rlfleet.platform.metrics import MetricsLogger
-from rlfleet.platform.placement import (TRIAL_DRIVER_BUNDLE, Placement, check_cluster_resources,
+from rlfleet.platform.placement import (TRIAL_DRIVER_BUNDLE, Placement, actor_runtime_env, check_cluster_resources,
                                         custom_resource_totals, node_info)
 from rlfleet.platform.registry import resolve_algorithm
 from rlfleet.platform.runner import EnvRunner, apex_epsilons
@@ -41,14 +41,15 @@ def ensure_ray(cfg: ExperimentConfig, address: str | None = None, trials: int = 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    runtime_env = actor_runtime_env(cfg) or None  # job-wide too, so Tune trial drivers see plugins
     if address:
         enable_token_auth_if_available()
-        ray.init(address=address)
+        ray.init(address=address, runtime_env=runtime_env)
         check_cluster_resources(cfg)
         return
     per_copy = required_cpus(cfg) + (TRIAL_DRIVER_BUNDLE["CPU"] if trials else 0.0)
     num_cpus = max(os.cpu_count() or 1, int(np.ceil(per_copy * max(1, trials))))
-    ray.init(num_cpus=num_cpus, resources=custom_resource_totals(cfg, max(1, trials)) or None,
+    ray.init(num_cpus=num_cpus, resources=custom_resource_totals(cfg, max(1, trials)) or None, runtime_env=runtime_env,
              dashboard_host="127.0.0.1", include_dashboard=False, logging_level="warning", log_to_driver=True)
 
 
@@ -97,6 +98,9 @@ class Experiment:
             self.env_spec = self.env_maker.spec()
         except UserError:
             raise
+        except ImportError as e:
+            raise missing_extra(f"env {cfg.env.id!r}", e) or UserError(
+                f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
         except Exception as e:
             raise UserError(f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
         self.run_dir = run_dir or new_run_dir(cfg)

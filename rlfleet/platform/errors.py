@@ -21,3 +21,19 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
 def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     found = closest(name, candidates)
     return f" (did you mean: {', '.join(found)}?)" if found else ""
+
+
+# optional dependency (top-level module) -> the rlfleet extra that installs it; env families add
+# theirs through register_env_family(requires=...)
+EXTRAS: dict[str, str] = {"mpe2": "multiagent", "PIL": "render", "matplotlib": "plot", "optuna": "sweep",
+                          "dm_tree": "rllib", "tree": "rllib", "lz4": "rllib", "ormsgpack": "rllib"}
+
+
+def missing_extra(what: str, error: ImportError) -> UserError | None:
+    """A one-line error naming the extra to install when `error` is a known optional dependency."""
+    import importlib.util
+
+    module = (getattr(error, "name", None) or "").split(".")[0]
+    if module not in EXTRAS or importlib.util.find_spec(module) is not None:  # installed: another problem
+        return None
+    return UserError(f"{what} needs the optional package {module!r}: pip install 'rlfleet[{EXTRAS[module]}]'")

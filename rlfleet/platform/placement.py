@@ -71,6 +71,42 @@ def check_cluster_resources(cfg: ExperimentConfig) -> None:
                         f"(custom resources there: {', '.join(_custom(offered)) or 'none'})")
 
 
+def actor_runtime_env(cfg: ExperimentConfig) -> dict:
+    """The runtime_env the experiment's actors need: the config's own, plus the modules of plugins
+    (envs/algorithms from outside installed packages) resolved in this driver. Merged with the
+    job's runtime_env by hand, because Ray lets an actor's field replace the job's (an actor's
+    py_modules would otherwise drop the rlfleet package `rlfleet submit` shipped with the job)."""
+    from rlfleet.platform.registry import plugin_modules, resolve_algorithm, resolve_env
+
+    resolve_env(cfg.env.id), resolve_algorithm(cfg.algorithm_name)  # notes their plugin modules, if any
+    env = cfg.runtime_env.to_ray()
+    mine = list(env.get("py_modules", [])) + [m.__path__[0] if hasattr(m, "__path__") else m.__file__
+                                              for m in plugin_modules()]
+    if not env and not mine:
+        return {}
+    job = dict(ray.get_runtime_context().runtime_env or {}) if ray.is_initialized() else {}
+    merged = {**job, **env}
+    if mine or job.get("py_modules"):
+        merged["py_modules"] = list(job.get("py_modules", [])) + mine
+    if job.get("env_vars") or env.get("env_vars"):
+        merged["env_vars"] = {**job.get("env_vars", {}), **env.get("env_vars", {})}
+    return upload_local_paths(merged) if ray.is_initialized() else merged
+
+
+def upload_local_paths(runtime_env: dict) -> dict:
+    """Ray accepts local dirs/files in py_modules and working_dir only in ray.init (job level); for
+    an actor's runtime_env they must already be URIs. Upload them to the cluster's object store the
+    way ray.init does (content-addressed, so repeated uploads are no-ops) and pass the gcs:// URIs."""
+    import logging
+
+    from ray._private.runtime_env.py_modules import upload_py_modules_if_needed
+    from ray._private.runtime_env.working_dir import upload_working_dir_if_needed
+
+    log = logging.getLogger("rlfleet")
+    runtime_env = upload_py_modules_if_needed(dict(runtime_env), include_gitignore=True, logger=log)
+    return upload_working_dir_if_needed(runtime_env, include_gitignore=True, logger=log)
+
+
 class Placement:
     """Ray .options() for each actor of one experiment."""
 
@@ -78,6 +114,7 @@ class Placement:
 
     def __init__(self, cfg: ExperimentConfig):
         self.cfg = cfg
+        self.runtime_env = actor_runtime_env(cfg)
         self.pg = ray.util.get_current_placement_group()  # set inside a Tune trial
         self.bundle = {(kind, i): b + 1 for b, (kind, i, _) in enumerate(actor_requests(cfg, 0.0))}
         if self.pg is not None:  # the GPU the trial reserved, whatever the cluster looks like now
@@ -89,6 +126,8 @@ class Placement:
         section = getattr(self.cfg, self._SECTION[kind])
         opts = {"num_cpus": section.num_cpus, "num_gpus": self.num_gpus_learner if kind == "learner" else 0,
                 "resources": dict(section.resources)}
+        if self.runtime_env:
+            opts["runtime_env"] = self.runtime_env
         if self.pg is not None:
             opts["scheduling_strategy"] = PlacementGroupSchedulingStrategy(
                 self.pg, placement_group_bundle_index=self.bundle[kind, index],

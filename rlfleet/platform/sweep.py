@@ -52,7 +52,8 @@ def check_sweep(raw: dict, sweep: SweepConfig, source: str) -> None:
         try:
             import optuna  # noqa: F401
         except ImportError:
-            raise UserError(f"{source}: sweep.search: optuna needs the optuna package (pip install optuna)") from None
+            raise UserError(f"{source}: sweep.search: optuna needs the optuna package: "
+                            "pip install 'rlfleet[sweep]'") from None
 
 
 def search_space(sweep: SweepConfig) -> dict:

@@ -1,0 +1,1 @@
+"""Example rlfleet plugin package (an env and an algorithm registered through entry points)."""
