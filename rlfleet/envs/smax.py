@@ -1,0 +1,213 @@
+"""`smax:<scenario>`: SMAX (JaxMARL's StarCraft micro-management without the game) as runner slots.
+
+`smax:3m`, `smax:2s3z`, `smax:8m`, ... are `HeuristicEnemySMAX` battles: our units are the agents,
+the enemy plays JaxMARL's scripted heuristic. Why a batch of its own rather than N env objects:
+one SMAX env in a Python loop runs ~1k steps/s and each JAX process costs ~0.6 GB and seconds of
+import, so all N envs of a runner live in one `jax.vmap`-ed, jitted step (one XLA call per runner
+step, whatever N is). The batch has the same interface as `MultiAgentBatch`: (env, agent) slots,
+per-slot legal-action masks (SMAX's available actions), a one-hot agent index appended to each
+observation (parameter sharing), dead agents sitting out (`reset_step`) until their battle ends.
+The global state (SMAX `world_state`) of each env is `batch.world_state`, and `global_state: true`
+appends it to every agent's observation.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from rlfleet.platform.envs import EnvSpec, StepResult
+from rlfleet.platform.errors import UserError, did_you_mean
+from rlfleet.platform.multiagent import agent_groups
+from rlfleet.platform.registry import register_env_family
+
+# SMAC scenarios SMAX ships (jaxmarl.environments.smax.smax_env.MAP_NAME_TO_SCENARIO); listed here
+# so that a typo is caught in the driver without importing JAX.
+SCENARIOS = ("2s3z", "3s5z", "5m_vs_6m", "10m_vs_11m", "27m_vs_30m", "3s5z_vs_3s6z", "3s_vs_5z",
+             "6h_vs_8z", "3m", "8m", "25m", "2s_vs_1sc", "1c3s5z", "MMM", "MMM2",
+             "smacv2_5_units", "smacv2_10_units", "smacv2_20_units")
+
+
+def _setup_jax() -> None:
+    """JAX on the CPU, without its thread pool taking every core of a node shared with other actors,
+    and compiled steps cached on disk (a restarted runner or a new evaluator skips the 5-30 s
+    compile). Set before JAX is first imported in this process; the user's own settings win."""
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/rlfleet/jax"))
+
+
+@functools.lru_cache(maxsize=None)
+def make_smax(scenario: str, max_steps: int = 100, enemy_shoots: bool = True, attack_mode: str = "closest",
+              won_battle_bonus: float = 1.0):
+    """The raw JaxMARL env (functional API: reset(key), step_env(key, state, actions))."""
+    _setup_jax()
+    from jaxmarl import make
+    from jaxmarl.environments.smax import map_name_to_scenario
+
+    try:
+        sc = map_name_to_scenario(scenario)
+    except KeyError:
+        raise UserError(f"unknown SMAX scenario {scenario!r}{did_you_mean(scenario, list(SCENARIOS))}") from None
+    return make("HeuristicEnemySMAX", scenario=sc, max_steps=max_steps, enemy_shoots=enemy_shoots,
+                attack_mode=attack_mode, won_battle_bonus=won_battle_bonus)
+
+
+def env_keys(seed: int, n: int):
+    """Env e starts from PRNGKey(seed + e), so env e of a batch seeded s replays a batch of one
+    seeded s + e (what the vmap-equals-single-stepping test relies on)."""
+    import jax
+
+    return jax.vmap(jax.random.PRNGKey)(np.arange(seed, seed + n, dtype=np.uint32))
+
+
+@functools.lru_cache(maxsize=None)
+def _encoders(env, agent_id: bool, global_state: bool):
+    """Jitted per-env reset and step returning encoded slot arrays [K, obs_dim] (the observation,
+    then the world state if asked, then the agent one-hot), so one device->host copy per step.
+    Cached per env config so batches of the same config (evaluators, tests) share compilations."""
+    import jax
+    import jax.numpy as jnp
+
+    agents, K = env.agents, env.num_agents
+    n_ally = env.num_allies
+    eye = jnp.eye(K, dtype=jnp.float32)
+
+    def encode(obs):
+        x = jnp.stack([obs[a] for a in agents]).astype(jnp.float32)
+        ws = obs["world_state"].astype(jnp.float32)
+        parts = [x] + ([jnp.broadcast_to(ws, (K,) + ws.shape)] if global_state else []) + ([eye] if agent_id else [])
+        return jnp.concatenate(parts, axis=-1), ws
+
+    def masks(state):
+        avail = env.get_avail_actions(state)
+        return jnp.stack([avail[a] for a in agents]).astype(bool)
+
+    def reset(key):
+        key, k = jax.random.split(key)
+        obs, state = env.reset(k)
+        x, ws = encode(obs)
+        return key, state, x, ws, masks(state)
+
+    def step(key, state, actions):
+        key, k_step, k_reset = jax.random.split(key, 3)
+        obs, st, rew, dones, _ = env.step_env(k_step, state, {a: actions[i] for i, a in enumerate(agents)})
+        next_x, next_ws = encode(obs)
+        next_mask = masks(st)
+        alive = st.state.unit_alive
+        allies_dead, enemies_dead = ~alive[:n_ally].any(), ~alive[n_ally:].any()
+        done = dones["__all__"]
+        won = enemies_dead & ~allies_dead
+        timeout = done & ~allies_dead & ~enemies_dead
+        _, state_r, x_r, ws_r, mask_r = reset(k_reset)
+        pick = lambda r, s: jax.lax.select(done, r, s)  # noqa: E731  (JaxMARL's own auto-reset rule)
+        state_out = jax.tree.map(pick, state_r, st)
+        out = (pick(x_r, next_x), pick(ws_r, next_ws), pick(mask_r, next_mask))
+        agent_dead = jnp.stack([dones[a] for a in agents])
+        reward = jnp.stack([rew[a] for a in agents]).astype(jnp.float32)
+        return (key, state_out, next_x, next_mask) + out + (reward, agent_dead, done, won, timeout)
+
+    return jax.jit(jax.vmap(reset)), jax.jit(jax.vmap(step)), reset, step
+
+
+class SmaxBatch:
+    """N SMAX battles x K agents = N*K runner slots, stepped by one vmapped XLA call.
+
+    After each step `last_done[e]` / `last_won[e]` say whether battle e ended on that step and
+    whether our side won (all enemies dead, one of ours alive): benchmarks count win rates from them.
+    """
+
+    def __init__(self, n: int, seed: int, scenario: str, agent_id: bool = True, policy_mapping="shared",
+                 global_state: bool = False, max_steps: int = 100, enemy_shoots: bool = True,
+                 attack_mode: str = "closest", won_battle_bonus: float = 1.0):
+        self.env = make_smax(scenario, max_steps, enemy_shoots, attack_mode, won_battle_bonus)
+        self.scenario, self.num_envs, self.seed = scenario, n, seed
+        env = self.env
+        self.agents = list(env.agents)
+        self.K = K = env.num_agents
+        self.n = n * K
+        obs_dim = env.observation_space(self.agents[0]).shape[0]
+        self.state_dim = int(env.state_size)
+        dim = obs_dim + (self.state_dim if global_state else 0) + (K if agent_id else 0)
+        num_actions = int(env.action_space(self.agents[0]).n)
+        self.spec = EnvSpec((dim,), "float32", num_actions, action_mask=True, agents=K,
+                            agent_groups=agent_groups(self.agents, policy_mapping, agent_id),
+                            agent_names=tuple(self.agents), agent_id=agent_id)
+        self._reset, self._step, self.reset_one, self.step_one = _encoders(env, agent_id, global_state)
+        self._keys = None  # created at the first reset (compiling is deferred until then too)
+        self._state = None
+        self.action_mask = np.ones((self.n, num_actions), bool)
+        self.world_state = np.zeros((n, self.state_dim), np.float32)
+        self.last_done = np.zeros(n, bool)
+        self.last_won = np.zeros(n, bool)
+        self._live = np.ones((n, K), bool)
+
+    def __len__(self):
+        return self.n
+
+    def reset(self, seed: int | None = None) -> np.ndarray:
+        """Seeds the battles on the first reset only (or with `seed` when given), so repeated
+        evaluations see new start states."""
+        import jax
+
+        if seed is not None or self._keys is None:
+            self.seed = self.seed if seed is None else seed
+            self._keys = env_keys(self.seed, self.num_envs)
+        keys = self._keys
+        self._keys, self._state, x, ws, mask = self._reset(keys)
+        x, ws, mask = jax.device_get((x, ws, mask))
+        self.world_state = ws
+        self.action_mask = mask.reshape(self.n, -1)
+        self._live[:] = True
+        return x.reshape(self.n, -1)
+
+    def step(self, actions: np.ndarray) -> StepResult:
+        import jax
+
+        if self._state is None:
+            raise RuntimeError("SmaxBatch.step before reset")
+        n, K = self.num_envs, self.K
+        acts = np.asarray(actions, np.int32).reshape(n, K)
+        self._keys, self._state, *out = self._step(self._keys, self._state, acts)
+        next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = jax.device_get(out)
+        live = self._live
+        sat_out = ~live
+        # an agent's episode ends when it dies or the battle ends; a battle that ran out of time
+        # truncates the agents still alive (bootstrapping stays valid for them)
+        term = live & (agent_dead | (done & ~timeout)[:, None])
+        trunc = live & ~term & timeout[:, None]
+        self._live = np.where(done[:, None], True, live & ~agent_dead)
+        self.world_state, self.last_done, self.last_won = ws, done, won
+        self.action_mask = mask.reshape(self.n, -1)
+        return StepResult(next_x.reshape(self.n, -1), (reward * live).reshape(-1), term.reshape(-1),
+                          trunc.reshape(-1), sat_out.reshape(-1), x.reshape(self.n, -1),
+                          action_mask=self.action_mask, next_action_mask=next_mask.reshape(self.n, -1))
+
+    def close(self):
+        self._state = None
+
+
+class SmaxFactory:
+    """Picklable factory for one scenario; `make_batch` is what runners call (EnvMaker.batch)."""
+
+    def __init__(self, scenario: str):
+        self.scenario = scenario
+
+    def make_batch(self, n: int, seed: int, **kwargs) -> SmaxBatch:
+        return SmaxBatch(n, seed, self.scenario, **kwargs)
+
+    def __call__(self, **kwargs):
+        raise UserError(f"smax:{self.scenario} is a vectorized JAX env: it runs through the runner's batch "
+                        f"(make_batch), not as a single env object")
+
+
+def resolve(name: str) -> SmaxFactory:
+    if name not in SCENARIOS:
+        raise UserError(f"unknown env 'smax:{name}'{did_you_mean('smax:' + name, ['smax:' + s for s in SCENARIOS])}")
+    return SmaxFactory(name)
+
+
+register_env_family("smax", resolve, "SMAX StarCraft micro-management (JaxMARL, heuristic enemy), e.g. smax:3m; "
+                    "all envs of a runner in one jax.vmap", requires={"jaxmarl": "smax"})

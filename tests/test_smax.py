@@ -1,0 +1,140 @@
+"""smax: family: JaxMARL SMAX battles vectorized with jax.vmap inside one batch (real jaxmarl)."""
+import numpy as np
+import pytest
+
+pytest.importorskip("jaxmarl")
+
+import rlfleet.envs.smax as smax  # noqa: E402  (registers the smax: family)
+from rlfleet.platform.errors import UserError  # noqa: E402
+from rlfleet.platform.policies import random_legal_actions  # noqa: E402
+
+MAX_STEPS = 12  # short battles so that episode ends (time-outs and decided fights) come quickly
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """One batch for the module: each new batch shape costs a JAX compile of several seconds."""
+    return smax.SmaxBatch(3, 7, "3m", max_steps=MAX_STEPS)
+
+
+def _random_run(batch, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    batch.reset()
+    for _ in range(steps):
+        actions = random_legal_actions(rng, len(batch), batch.spec.num_actions, batch.action_mask)
+        yield actions, batch.step(actions)
+
+
+def test_spec_slots_and_masks_follow_jaxmarl(batch):
+    b = batch
+    assert len(b) == 9 and b.spec.agents == 3 and b.spec.num_actions == 8 and b.spec.action_mask
+    assert b.spec.obs_shape == (75 + 3,) and b.spec.agent_names == ("ally_0", "ally_1", "ally_2")
+    obs = b.reset()
+    assert obs.shape == (9, 78) and obs.dtype == np.float32
+    # agent one-hot at the end of each slot's observation: slot i is agent i % 3
+    np.testing.assert_array_equal(obs[:, -3:].argmax(1), np.tile(np.arange(3), 3))
+    # battles start with the armies out of range: moves and stop legal, no attack target
+    np.testing.assert_array_equal(b.action_mask, np.tile([True] * 5 + [False] * 3, (9, 1)))
+    assert b.world_state.shape == (3, b.state_dim)
+    # the mask is exactly JaxMARL's available actions for the current state (env 1)
+    import jax
+
+    avail = b.env.get_avail_actions(jax.tree.map(lambda x: x[1], b._state))
+    np.testing.assert_array_equal(b.action_mask[3:], np.stack([np.asarray(avail[a], bool) for a in b.agents]))
+
+
+def test_masks_respected_dead_agents_sit_out_and_episodes_end_and_reset(batch):
+    b = batch
+    mask = None
+    ends = timeouts = deaths = 0
+    for step, (actions, res) in enumerate(_random_run(b, 4 * MAX_STEPS)):
+        if mask is not None:  # the actions drawn were legal under the mask the batch gave for `obs`
+            assert mask[np.arange(len(actions)), actions].all()
+        assert res.action_mask.any(1).all() and res.next_action_mask.any(1).all()
+        live = ~res.reset_step
+        # a slot that sits out (its agent died earlier in this battle) has no transition
+        assert not res.terminated[~live].any() and not res.truncated[~live].any() and (res.reward[~live] == 0).all()
+        # a dead agent can only stop (JaxMARL's rule), so the mask forbids everything else
+        died = res.terminated & ~np.repeat(b.last_done, 3)
+        deaths += died.sum()
+        assert (res.next_action_mask[died].sum(1) == 1).all()
+        for e in np.flatnonzero(b.last_done):
+            ends += 1
+            slots = slice(3 * e, 3 * e + 3)
+            on = live[slots]
+            # every agent still in the battle ends its episode with it, exactly one of term/trunc
+            assert (res.terminated[slots] ^ res.truncated[slots])[on].all()
+            if res.truncated[slots].any():
+                timeouts += 1
+                assert not b.last_won[e]
+            # the next observation is a fresh battle: attack targets out of range again
+            np.testing.assert_array_equal(res.action_mask[slots, 5:], False)
+        assert int(np.asarray(b._state.state.step).max()) <= MAX_STEPS
+        mask = res.action_mask
+    assert ends >= 8 and timeouts >= 1
+    assert deaths >= 1
+    b.reset()
+    assert b._live.all()
+
+
+def test_vmapped_batch_matches_stepping_each_env_alone(batch):
+    import jax
+
+    b, n = batch, 3
+    reset_one, step_one = jax.jit(b.reset_one), jax.jit(b.step_one)
+    singles = [reset_one(k) for k in smax.env_keys(b.seed, n)]
+    obs = b.reset(seed=b.seed)
+    np.testing.assert_allclose(obs, np.concatenate([np.asarray(s[2]) for s in singles]), atol=1e-5)
+    rng = np.random.default_rng(0)
+    saw_reset = False
+    for _ in range(2 * MAX_STEPS):
+        actions = random_legal_actions(rng, len(b), b.spec.num_actions, b.action_mask)
+        res = b.step(actions)
+        for e in range(n):
+            key, state = singles[e][0], singles[e][1]
+            out = step_one(key, state, np.asarray(actions[3 * e:3 * e + 3], np.int32))
+            singles[e] = out[:2]
+            next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = map(np.asarray, out[2:])
+            s = slice(3 * e, 3 * e + 3)
+            np.testing.assert_allclose(res.next_obs[s], next_x, atol=1e-5)
+            np.testing.assert_allclose(res.obs[s], x, atol=1e-5)
+            np.testing.assert_array_equal(res.action_mask[s], mask)
+            np.testing.assert_array_equal(res.next_action_mask[s], next_mask)
+            np.testing.assert_allclose(b.world_state[e], ws, atol=1e-5)
+            assert b.last_done[e] == done and b.last_won[e] == won
+            live = ~res.reset_step[s]
+            np.testing.assert_allclose(res.reward[s], reward * live, atol=1e-6)
+            saw_reset |= bool(done)
+    assert saw_reset
+
+
+def test_family_resolves_scenarios_and_explains_bad_names():
+    from rlfleet.platform.registry import resolve_env
+
+    factory = resolve_env("smax:2s3z")
+    assert hasattr(factory, "make_batch")
+    with pytest.raises(UserError, match="did you mean: smax:3m"):
+        resolve_env("smax:3n")
+    with pytest.raises(UserError, match="make_batch"):
+        factory()
+
+
+def test_global_state_is_appended_when_asked():
+    b = smax.SmaxBatch(1, 0, "3m", global_state=True, agent_id=False, max_steps=MAX_STEPS)
+    obs = b.reset()
+    assert obs.shape == (3, 75 + b.state_dim)
+    for k in range(3):
+        np.testing.assert_allclose(obs[k, 75:], b.world_state[0])
+
+
+def test_r2d2_with_parameter_sharing_trains_on_smax_3m_through_ray(ray_session, tiny_config):
+    import rlfleet
+
+    tiny_config["env"] = {"id": "smax:3m", "kwargs": {"max_steps": 30}}
+    tiny_config["stop"] = {"env_steps": 1500}
+    tiny_config["eval"] = {"interval_env_steps": 600, "episodes": 3, "num_cpus": 0.25}
+    summary = rlfleet.train(tiny_config)
+    assert summary["stop_reason"] == "env_steps"
+    assert summary["updates"] > 0 and summary["episodes"] > 0
+    assert min(summary["runner_weights_versions"]) >= 1
+    assert summary["evals"] and 1 <= summary["evals"][-1]["length_mean"] <= 30
