@@ -1,0 +1,174 @@
+"""Retrieval process (Goyal et al. 2022): the two-stage top-k attention on a constructed dataset,
+the information bottleneck's KL against a hand computation, causal past/future summaries, the
+faiss key index, and retrieval learning to find same-task trajectories when only they identify
+the task."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlfleet.algorithms.retrieval import (KeyIndex, OfflineRDQN, RDQNOfflineConfig, RetrievalConfig,
+                                          TrajectoryDataset, top_k_attention)
+from rlfleet.algorithms.retrieval.networks import RetrievalProcess, gaussian_kl, reverse_valid
+
+torch.set_num_threads(1)
+
+
+def _constructed_keys():
+    """6 trajectories x 5 steps, keys along e0 with chosen scores; everything else ~0.
+
+    traj 2: steps 1, 3 score 10, 9 | traj 4: steps 2, 4 score 9.5, 9.4 | traj 5: step 0 scores 9.8
+    (one strong step: less attention mass than traj 4's two) | traj 1 step 0 scores 50 but is padding.
+    """
+    n, l, d = 6, 5, 4
+    g = torch.Generator().manual_seed(0)
+    keys = 0.01 * torch.randn(n, l, d, generator=g)
+    for (i, j), s in {(2, 1): 10.0, (2, 3): 9.0, (4, 2): 9.5, (4, 4): 9.4, (5, 0): 9.8, (1, 0): 50.0}.items():
+        keys[i, j] = torch.tensor([s, 0, 0, 0]) * math.sqrt(d) / 2  # q . k / sqrt(d) = s / 2
+    valid = torch.ones(n, l, dtype=torch.bool)
+    valid[1, 0] = False
+    values = torch.eye(n * l).reshape(n, l, n * l)  # value of step (i, j) = one-hot of i * l + j
+    return keys, values, valid
+
+
+def test_top_k_attention_picks_the_right_trajectories_then_steps():
+    keys, values, valid = _constructed_keys()
+    q = torch.tensor([[[1.0, 0, 0, 0]]])  # one row, one slot
+    g, (traj, step, w) = top_k_attention(q, keys[None], values[None], valid[None], k_traj=2, k_steps=3)
+    assert sorted(traj[0, 0].tolist()) == [2, 4]  # traj 5's single best step does not make it
+    assert step[0, 0].tolist() == [2 * 5 + 1, 4 * 5 + 2, 4 * 5 + 4]  # (2,1), (4,2), (4,4); not (2,3), not (5,0)
+    expected = torch.softmax(torch.tensor([10.0, 9.5, 9.4]) / 2, 0)
+    torch.testing.assert_close(w[0, 0], expected, atol=1e-5, rtol=1e-4)
+    dense = torch.zeros(30)
+    dense[[11, 22, 24]] = expected
+    torch.testing.assert_close(g[0, 0], dense, atol=1e-5, rtol=1e-4)  # g = sum alpha v over the kept steps
+    # per-row retrieval sets (index candidates) give the same answer as one shared set
+    g2, (traj2, step2, _) = top_k_attention(q.expand(3, 1, 4), keys[None].expand(3, -1, -1, -1),
+                                            values[None].expand(3, -1, -1, -1), valid[None].expand(3, -1, -1), 2, 3)
+    torch.testing.assert_close(g2, g.expand(3, 1, 30))
+    # with every trajectory kept, the single best valid step wins; the masked 50 never does
+    _, (_, step3, w3) = top_k_attention(q, keys[None], values[None], valid[None], k_traj=6, k_steps=1)
+    assert step3[0, 0].tolist() == [11] and w3[0, 0].tolist() == [1.0]
+
+
+def test_top_k_attention_with_no_valid_step_returns_zero_and_finite_gradients():
+    q = torch.randn(2, 3, 4, requires_grad=True)
+    keys = torch.randn(1, 5, 6, 4, requires_grad=True)
+    g, _ = top_k_attention(q, keys, torch.randn(1, 5, 6, 7), torch.zeros(1, 5, 6, dtype=torch.bool), 3, 4)
+    g.sum().backward()
+    assert torch.equal(g, torch.zeros_like(g)) and torch.isfinite(q.grad).all() and torch.isfinite(keys.grad).all()
+
+
+def test_gaussian_kl_matches_hand_computation():
+    # KL(N(1, 2^2) || N(0, 1)) = log(1/2) + (4 + 1) / 2 - 1/2 = 2 - ln 2
+    kl = gaussian_kl(torch.tensor(1.0), torch.tensor(math.log(2.0)), torch.tensor(0.0), torch.tensor(0.0))
+    assert kl.item() == pytest.approx(2.0 - math.log(2.0), abs=1e-6)
+    # KL(N(1, 2^2) || N(0.5, 0.5^2)) = log(0.5/2) + (4 + 0.25) / (2 * 0.25) - 1/2
+    kl = gaussian_kl(torch.tensor(1.0), torch.tensor(math.log(2.0)), torch.tensor(0.5), torch.tensor(math.log(0.5)))
+    assert kl.item() == pytest.approx(math.log(0.25) + 8.5 - 0.5, abs=1e-5)
+    assert gaussian_kl(torch.tensor(0.3), torch.tensor(-1.0), torch.tensor(0.3), torch.tensor(-1.0)).item() == 0.0
+
+
+def test_bottleneck_kl_term_of_the_process_and_the_loss_matches_hand_computation():
+    """Posterior and prior heads fixed to constants: per slot, dim 1 is KL(N(1, 2^2) || N(0, 1)) and
+    dim 2 is KL(N(-1, 1) || N(0, 0.5^2)) = log(0.5) + (1 + 1) / (2 * 0.25) - 1/2."""
+    cfg = RetrievalConfig(num_slots=3, slot_size=2, summary_size=8, key_size=4, top_k_trajectories=2,
+                          top_k_steps=2, beta=0.3)
+    proc = RetrievalProcess(embed_size=5, cfg=cfg)
+    with torch.no_grad():
+        for lin, bias in ((proc.posterior, [1.0, -1.0, math.log(2.0), 0.0]),
+                          (proc.prior, [0.0, 0.0, 0.0, math.log(0.5)])):
+            lin.weight.zero_()
+            lin.bias.copy_(torch.tensor(bias))
+    hand = (2.0 - math.log(2.0)) + (math.log(0.5) + 4.0 - 0.5)
+    mem = proc.summarize(torch.randn(4, 6, 5), torch.ones(4, 6, dtype=torch.bool))
+    _, _, kl = proc.step(torch.randn(7, 5), torch.randn(7, 3, 2), mem, sample=True)
+    torch.testing.assert_close(kl, torch.full((7,), hand), atol=1e-5, rtol=1e-5)
+    # and the learner adds beta * that KL to its loss
+    lcfg = RDQNOfflineConfig(mlp_hidden=[8], embed_size=5, lstm_size=8, dueling_hidden=8, retrieval=cfg)
+    learner = OfflineRDQN(lcfg, (3,), 2)
+    with torch.no_grad():
+        for lin in (learner.online.retrieval.posterior, learner.online.retrieval.prior):
+            lin.weight.zero_()
+        learner.online.retrieval.posterior.bias.copy_(torch.tensor([1.0, -1.0, math.log(2.0), 0.0]))
+        learner.online.retrieval.prior.bias.copy_(torch.tensor([0.0, 0.0, 0.0, math.log(0.5)]))
+    data = _toy_dataset(np.random.default_rng(0), 6)
+    rng = np.random.default_rng(1)
+    loss, stats = learner.loss(data.sequence_batch(np.arange(3), 8, rng), data.sample_retrieval(3, rng, 8, exclude=[0, 1, 2]))
+    assert stats["kl"] == pytest.approx(hand, abs=1e-5)
+    assert loss.item() == pytest.approx(stats["rl_loss"] + 0.3 * hand, abs=1e-5)
+
+
+def _toy_dataset(rng, n, obs_dim=3, actions=2):
+    eps = []
+    for i in range(n):
+        t = int(rng.integers(2, 6))
+        eps.append({"obs": rng.normal(size=(t + 1, obs_dim)).astype(np.float32), "action": rng.integers(0, actions, t),
+                    "reward": rng.random(t).astype(np.float32), "terminated": bool(i % 2), "task": i % 3})
+    return TrajectoryDataset(eps, actions)
+
+
+def test_past_summary_sees_only_the_past_and_future_summary_only_the_future():
+    cfg = RetrievalConfig(summary_size=8, key_size=4, slot_size=6)
+    proc = RetrievalProcess(embed_size=5, cfg=cfg)
+    e = torch.randn(2, 6, 5)
+    valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    assert torch.equal(reverse_valid(reverse_valid(e, valid), valid), e)
+    assert torch.equal(reverse_valid(e, valid)[1, :4], e[1, :4].flip(0))
+    base = proc.summarize(e, valid)
+    e2 = e.clone()
+    e2[:, 2] += 1.0  # change step 2
+    moved = proc.summarize(e2, valid)
+    k, v = (base["keys"][0] - moved["keys"][0]).abs().sum(-1), (base["values"][0] - moved["values"][0]).abs().sum(-1)
+    assert (k[:, :2] == 0).all() and (k[:, 2:4] > 0).all()  # keys (past summaries): steps >= 2 change
+    assert (v[:, 3:4] == 0).all() and (v[:, :3] > 0).all()  # values (future summaries): steps <= 2 change
+    e3 = e.clone()
+    e3[1, 4:] += 5.0  # padding of row 1 does not leak into its future summaries
+    assert torch.equal(proc.summarize(e3, valid)["values"][0, 1, :4], base["values"][0, 1, :4])
+
+
+def test_dataset_batches_and_retrieval_exclusion():
+    rng = np.random.default_rng(0)
+    data = _toy_dataset(rng, 10)
+    b = data.sequence_batch(np.array([0, 3]), 8, rng)
+    n0 = data.lengths[0]
+    assert b["obs"].shape[1] == b["action"].shape[1] + 1 == max(data.lengths[[0, 3]]) + 1
+    ep = data.episode(0)
+    np.testing.assert_array_equal(b["obs"][0, :n0 + 1].numpy(), ep["obs"])
+    np.testing.assert_array_equal(b["prev_action"][0, 1:n0 + 1].numpy(), ep["action"])
+    assert b["mask"][0].sum() == n0 and b["terminal"][0].sum() == float(ep["terminated"])
+    r = data.sample_retrieval(8, rng, 8, exclude=[0, 3])
+    assert len(r["index"]) == 8 and not set(r["index"].tolist()) & {0, 3}
+    assert r["valid"].sum(1).tolist() == (data.lengths[r["index"]] + 1).tolist()
+
+
+def test_key_index_finds_the_trajectories_holding_the_best_keys_and_refreshes_in_background():
+    """A network whose keys depend on the observation only: the index must return the episodes
+    whose observations match the query direction, and re-embed after the weights change."""
+    from rlfleet.algorithms.retrieval.learner import make_offline_network
+
+    rng = np.random.default_rng(0)
+    cfg = RDQNOfflineConfig(mlp_hidden=[16], embed_size=8, lstm_size=8, dueling_hidden=8,
+                            retrieval=RetrievalConfig(summary_size=8, key_size=4, slot_size=8, index_candidates=3))
+    net = make_offline_network((3,), 2, cfg).eval()
+    data = _toy_dataset(rng, 40)
+    index = KeyIndex(data, max_len=8, candidates=3, refresh_s=0.05)
+    index.refresh(net)
+    _, owner, keys, _, valid = index._tables
+    target = 17  # query = the key of episode 17's step 1: that episode must be among the candidates
+    q = keys[target, 1].reshape(1, 1, -1)
+    cand = index.candidates_for(q)
+    assert target in cand["episodes"][0].tolist() and cand["keys"].shape == (1, 3) + keys.shape[1:]
+    v0 = index.version
+    index.start(lambda: net)
+    try:
+        with torch.no_grad():
+            net.retrieval.w_e[0].weight.mul_(-1.0)
+        deadline = __import__("time").time() + 20
+        while index.version < v0 + 2 and __import__("time").time() < deadline:
+            __import__("time").sleep(0.05)
+    finally:
+        index.stop()
+    assert index.version >= v0 + 2
+    torch.testing.assert_close(index._tables[2][target, 1], -keys[target, 1] + 2 * net.retrieval.w_e[1].bias, atol=1e-5, rtol=1e-4)
