@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if os.getcwd() not in sys.path:  # dotted paths (`env: my_envs:make_env`) resolve from the cwd, as with
+        sys.path.append(os.getcwd())  # `python -m rlfleet` (uvicorn and gunicorn do the same)
     try:
         return args.func(args)
     except UserError as e:

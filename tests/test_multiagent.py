@@ -127,6 +127,15 @@ def test_r2d2_with_parameter_sharing_trains_on_simple_spread_through_ray(ray_ses
     assert min(summary["runner_weights_versions"]) >= 1
     # per-agent episodes of 25 steps: every slot's episode ends at the env's max_cycles
     assert summary["evals"] and summary["evals"][-1]["length_mean"] == pytest.approx(25)
+    # `rlfleet eval --render` on a PettingZoo env: a GIF frame per env step of one episode
+    from PIL import Image
+
+    from rlfleet.evaluate import evaluate
+
+    report = evaluate(summary["run_dir"], episodes=2, render=True)
+    assert report["episodes"] == 2
+    gif = Image.open(report["video"])
+    assert 10 <= gif.n_frames <= 25 and gif.size[0] >= 100  # (identical consecutive frames are merged)
 
 
 def test_policy_mapping_gives_each_group_its_own_network_in_acting_and_learning():
