@@ -40,7 +40,7 @@ def test_spec_slots_and_masks_follow_jaxmarl(batch):
     import jax
 
     avail = b.env.get_avail_actions(jax.tree.map(lambda x: x[1], b._state))
-    np.testing.assert_array_equal(b.action_mask[3:], np.stack([np.asarray(avail[a], bool) for a in b.agents]))
+    np.testing.assert_array_equal(b.action_mask[3:6], np.stack([np.asarray(avail[a], bool) for a in b.agents]))
 
 
 def test_masks_respected_dead_agents_sit_out_and_episodes_end_and_reset(batch):
