@@ -1,0 +1,124 @@
+"""SMAX win rate of R2D2 with parameter sharing vs the heuristic enemy, against env steps and wall-clock.
+
+For each scenario: train with configs/smax_<scenario>_r2d2.yaml (checkpoints every --checkpoint-s,
+all kept), then play every checkpoint greedily for >= --episodes battles on fresh battles and count
+wins (all enemies dead, one of ours alive). Writes benchmarks/results/smax.json
+(summary.win_rate: scenario -> final win rate). Targets: >= 0.9 on 3m, >= 0.7 on 2s3z.
+
+    python benchmarks/smax.py --scenarios 3m 2s3z --time-s 1800
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.common import write_results  # noqa: E402
+
+TARGETS = {"3m": 0.9, "2s3z": 0.7}
+
+
+def win_rate(policy, scenario: str, env_kwargs: dict, episodes: int, seed: int, num_envs: int = 50) -> dict:
+    """Greedy battles, a fixed quota per env (short battles are not over-represented)."""
+    from rlfleet.envs.smax import SmaxBatch
+
+    batch = SmaxBatch(num_envs, seed, scenario, **env_kwargs)
+    K = batch.K
+    quota = np.full(num_envs, -(-episodes // num_envs))
+    wins, ended, returns = 0, 0, []
+    obs = batch.reset()
+    n = len(batch)
+    state, init = policy.initial_state(n), policy.initial_state(1)
+    prev_a, prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
+    ret = np.zeros(num_envs)
+    legal = batch.action_mask
+    rng = np.random.default_rng(seed)
+    while (quota > 0).any():
+        actions, state = policy.act(obs, prev_a, prev_r, state, np.zeros(n), rng, action_mask=legal)
+        res = batch.step(actions)
+        ret += res.reward.reshape(num_envs, K).max(1)  # the team reward (every live agent gets it)
+        prev_a, prev_r = actions, res.reward.astype(np.float32)
+        for e in np.flatnonzero(batch.last_done):
+            if quota[e] > 0:
+                quota[e] -= 1
+                ended += 1
+                wins += int(batch.last_won[e])
+                returns.append(ret[e])
+            ret[e] = 0.0
+            rows = slice(e * K, (e + 1) * K)
+            for s, s0 in zip(state, init):
+                s[rows] = s0[0]
+            prev_a[rows], prev_r[rows] = 0, 0.0
+        obs, legal = res.obs, res.action_mask
+    return {"episodes": ended, "wins": wins, "win_rate": wins / ended, "team_return": float(np.mean(returns))}
+
+
+def run_scenario(scenario: str, args, root: Path) -> list[dict]:
+    import yaml
+
+    import rlfleet
+    import rlfleet.envs.smax  # noqa: F401  (registers smax:)
+    from rlfleet.platform import checkpoint as ckpt
+    from rlfleet.platform.agent import load_agent
+
+    cfg_path = Path(__file__).resolve().parents[1] / "configs" / f"smax_{scenario}_r2d2.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text())
+    cfg["seed"] = args.seed
+    cfg["stop"] = {"env_steps": args.env_steps} if args.env_steps else dict(cfg["stop"])
+    if args.time_s:
+        cfg["stop"]["time_s"] = args.time_s
+    cfg["checkpoint"] = {"interval_s": args.checkpoint_s, "keep": 10_000, "replay": False}
+    cfg["logging"] = {"root": str(root), "progress": False}
+    t0 = time.time()
+    summary = rlfleet.train(cfg)
+    print(f"[{scenario}] trained: {summary['env_steps']} env steps in {time.time() - t0:.0f} s "
+          f"({summary['stop_reason']})", flush=True)
+    rows = []
+    for path in ckpt.list_checkpoints(Path(summary["run_dir"]) / "checkpoints"):
+        agent = load_agent(path)
+        driver = json.loads((path / "driver.json").read_text())
+        res = win_rate(agent.policy, scenario, cfg["env"].get("kwargs", {}), args.episodes, seed=10_000 + args.seed)
+        row = {"system": "rlfleet-r2d2-shared", "setting": scenario, "seed": args.seed,
+               "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
+               "metric": "win_rate", "value": res["win_rate"], "episodes": res["episodes"],
+               "team_return": round(res["team_return"], 3)}
+        rows.append(row)
+        print(f"[{scenario}] env_steps {row['env_steps']:>9}  wall {row['wall_s']:>7.0f} s  "
+              f"win rate {row['value']:.2f} over {row['episodes']} battles", flush=True)
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", nargs="+", default=["3m", "2s3z"])
+    p.add_argument("--env-steps", type=int, default=None, help="agent steps per scenario (default: the config's)")
+    p.add_argument("--time-s", type=float, default=None, help="wall-clock budget per scenario")
+    p.add_argument("--checkpoint-s", type=float, default=120.0, help="seconds between evaluated checkpoints")
+    p.add_argument("--episodes", type=int, default=100, help="greedy battles per checkpoint (>= 100)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--root", default=None, help="run directories (default: a temp dir)")
+    args = p.parse_args(argv)
+    root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
+    rows, win = [], {}
+    out = Path(__file__).resolve().parent / "results" / "smax.json"
+    if out.is_file():  # keep other scenarios' rows when only some are rerun
+        old = json.loads(out.read_text())
+        rows = [r for r in old["rows"] if r["setting"] not in args.scenarios]
+        win = {k: v for k, v in old["summary"]["win_rate"].items() if k not in args.scenarios}
+    for scenario in args.scenarios:
+        mine = run_scenario(scenario, args, root)
+        rows += mine
+        win[scenario] = mine[-1]["value"] if mine else None
+        write_results("smax", rows, {"win_rate": win})
+    for scenario, w in win.items():
+        print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
+
+
+if __name__ == "__main__":
+    main()
