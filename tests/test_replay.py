@@ -335,3 +335,19 @@ def test_snapshot_is_a_copy():
         a, b = ref.sample(5), dst.sample(5)
         for k in a:
             np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_priority_update_for_an_overwritten_sequence_is_dropped():
+    """The learner sends priorities one update late; by then the slot may hold a newer sequence."""
+    replay = SequenceReplay(capacity=4, alpha=1.0, beta=0.0)
+    replay.add({"x": np.arange(4, dtype=np.float32)[:, None]})
+    old = replay.sample(4)
+    replay.add({"x": np.full((2, 1), 9.0, np.float32)})  # overwrites slots 0 and 1
+    replay.update_priorities(old[B.INDEX], np.full(4, 50.0))
+    p = replay.priorities()
+    stored = replay.storage["x"][:, 0]
+    assert (p[stored == 9.0] == 1.0).all()  # the new sequences keep their initial priority
+    assert (p[stored != 9.0] == 50.0).all()  # the old ones that are still there get the update
+    fresh = replay.sample(4)["index"]
+    replay.update_priorities(fresh, np.full(4, 3.0))
+    assert np.allclose(replay.priorities()[fresh % 4], 3.0)  # current sequences do get their updates

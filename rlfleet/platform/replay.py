@@ -135,16 +135,30 @@ class SequenceReplay:
         weights = (self.count * p) ** (-self.beta)
         weights = weights / weights.max()
         out = {k: v[idx] for k, v in self.storage.items()}
-        out[B.INDEX] = idx.astype(np.int64)
+        out[B.INDEX] = self._serial(idx)
         out[B.WEIGHT] = weights.astype(np.float32)
         self.samples += batch_size
         return out
 
+    def _serial(self, slot: np.ndarray) -> np.ndarray:
+        """Insert number of the sequence now in `slot` (the ring is written in order, so it follows
+        from the insert count): INDEX carries it so late priority updates can be recognised."""
+        last = self.inserts - 1
+        return (last - (last - np.asarray(slot, np.int64)) % self.capacity).astype(np.int64)
+
     def update_priorities(self, idx: np.ndarray, priorities: np.ndarray) -> None:
+        """`idx`: INDEX values of a sampled batch. Updates for sequences that have been overwritten
+        since they were sampled (the learner answers one or more updates late) are dropped, so a
+        stale TD error never becomes the priority of the newer sequence in the same slot."""
         priorities = np.maximum(np.asarray(priorities, dtype=np.float64), 1e-6)
+        idx = np.asarray(idx, np.int64)
+        slot = idx % self.capacity
+        current = self._serial(slot) == idx
+        if not current.all():
+            slot, priorities = slot[current], priorities[current]
         if priorities.size == 0:
             return
-        self.tree.set(idx, priorities ** self.alpha)
+        self.tree.set(slot, priorities ** self.alpha)
         self.max_priority = max(self.max_priority, float(priorities.max()))
 
     def priorities(self) -> np.ndarray:
