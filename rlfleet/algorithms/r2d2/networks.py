@@ -137,7 +137,12 @@ class GroupedR2D2Network(nn.Module):
 
 
 def make_network(env_spec, cfg: R2D2Config) -> nn.Module:
-    """A single shared network, or one per agent group when the env maps agents to groups."""
+    """A single shared network, or one per agent group when the env maps agents to groups; envs
+    whose spec names a network of their own (sc2: composite actions) get that one."""
+    if getattr(env_spec, "network", None) == "sc2_fullyconv":
+        from rlfleet.algorithms.r2d2.sc2_networks import FullyConvR2D2Network
+
+        return FullyConvR2D2Network(env_spec, cfg)
     groups = getattr(env_spec, "agent_groups", None)
     if groups and max(groups) > 0:
         return GroupedR2D2Network(env_spec.obs_shape, env_spec.num_actions, cfg, tuple(groups))
