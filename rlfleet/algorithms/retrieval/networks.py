@@ -205,8 +205,15 @@ class RetrievalAgentNetwork(nn.Module):
         return self.embed(x)
 
     def summarize(self, trajectories: dict) -> dict:
-        """Keys/values of a retrieval set {obs [N, L, ...], prev_action, prev_reward, valid [N, L]}."""
-        e = self.encode(trajectories["obs"], trajectories["prev_action"], trajectories["prev_reward"])
+        """Keys/values of a retrieval set {obs [N, L, ...], prev_action, prev_reward, valid [N, L]},
+        or of one set per batch row (every entry with a leading [B] dimension)."""
+        pa = trajectories["prev_action"]
+        if pa.dim() == 3:  # per-row sets [B, N, L]: summarize them all at once, then split by row
+            b, n, l = pa.shape
+            flat = {k: v.reshape((b * n,) + v.shape[2:]) for k, v in trajectories.items() if k != "index"}
+            mem = self.summarize(flat)
+            return {k: v.reshape((b, n) + v.shape[2:]) for k, v in mem.items()}
+        e = self.encode(trajectories["obs"], pa, trajectories["prev_reward"])
         return self.retrieval.summarize(e, trajectories["valid"].bool())
 
     def set_memory(self, trajectories: dict | None) -> None:

@@ -1,0 +1,133 @@
+"""Offline BabyAI: recurrent DQN vs retrieval-augmented variants (Goyal et al. 2022, Sec. 5.2), small scale.
+
+For each dataset size (bot episodes per level) and seed, every level gets four agents trained
+on that level's data only: `dqn` (no retrieval), `single` (retrieval over the level's data),
+`multi` (retrieval over all levels' data) and `multi_no_ib` (multi without the bottleneck).
+Each is evaluated greedily on unseen start states of its level (success = positive reward).
+Then acting latency: seconds per batched acting step for the same trained network with and
+without retrieval, in the same runner loop (interleaved rounds).
+
+Writes benchmarks/results/retrieval_babyai.json after every run (`--resume` skips rows already
+there), and prints the success table. Default budget: 5 levels x 2 sizes x 3 seeds x 4 variants.
+
+    nice -n 10 python benchmarks/retrieval_babyai.py                # the default (long on 2 cores)
+    python benchmarks/retrieval_babyai.py --levels GoToRedBall,GoToObjS6 --sizes 50 --seeds 1 --updates 50
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, table, write_results  # noqa: E402
+
+from rlfleet.algorithms.retrieval.config import RDQNOfflineConfig  # noqa: E402
+from rlfleet.algorithms.retrieval import offline  # noqa: E402
+
+LEVELS = "GoToRedBallGrey,GoToRedBall,GoToObjS6,GoToLocalS6N2,PickupLoc"
+
+
+def summarize(rows: list[dict], latency: dict | None) -> dict:
+    def mean(variant, size=None):
+        vals = [r["value"] for r in rows if r["system"] == variant and r["metric"] == "success"
+                and (size is None or r["episodes_per_level"] == size)]
+        return float(np.mean(vals)) if vals else None
+
+    sizes = sorted({r["episodes_per_level"] for r in rows if r["metric"] == "success"})
+    dqn, multi = mean("dqn"), mean("multi")
+    out = {"dqn_success": dqn, "retrieval_multilevel_success": multi,
+           "ratio_multilevel_vs_dqn": (multi / dqn) if dqn and multi is not None else None,
+           "acting_latency_ratio": latency["ratio_act"] if latency else None,
+           "success_by_size": {str(s): {v: mean(v, s) for v in offline.VARIANTS} for s in sizes},
+           "single_level_success": mean("single"), "multilevel_no_bottleneck_success": mean("multi_no_ib")}
+    if latency:
+        out["acting_latency"] = latency
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--levels", default=LEVELS, help="comma-separated BabyAI levels (babyai: names)")
+    p.add_argument("--sizes", default="100,400", help="bot episodes per level, comma-separated")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--updates", type=int, default=600, help="gradient updates per agent")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--epsilon", type=float, default=0.25, help="bot noise: random action probability")
+    p.add_argument("--variants", default=",".join(offline.VARIANTS))
+    p.add_argument("--cache", default=str(RESULTS.parent / ".cache" / "babyai"), help="recorded demonstrations")
+    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--resume", action="store_true", help="keep rows of an earlier run of the same settings")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    levels, sizes = args.levels.split(","), [int(s) for s in args.sizes.split(",")]
+    variants = args.variants.split(",")
+    base = RDQNOfflineConfig(updates=args.updates, batch_size=args.batch_size)
+    path = RESULTS / "retrieval_babyai.json"
+    rows = []
+    if args.resume and path.exists():
+        rows = [r for r in json.loads(path.read_text())["rows"] if r["metric"] == "success"]
+    done = {(r["system"], r["setting"], r["seed"]) for r in rows}
+    t_start = time.perf_counter()
+    latency = None
+    for size in sizes:
+        datasets = offline.load_levels(levels, size, args.cache, seed=0, epsilon=args.epsilon)
+        print(f"[{time.perf_counter() - t_start:.0f}s] {size} bot episodes per level: "
+              + ", ".join(f"{d.task_names[0]} {d.steps} steps" for d in datasets), flush=True)
+        for seed in range(args.seeds):
+            for li, level in enumerate(levels):
+                for variant in variants:
+                    setting = f"{level}/n{size}"
+                    if (variant, setting, seed) in done:
+                        continue
+                    r = offline.run_variant(variant, base, datasets, li, seed, args.eval_episodes)
+                    rows.append({"system": variant, "setting": setting, "seed": seed, "level": level,
+                                 "episodes_per_level": size, "updates": args.updates, "wall_s": r["train_s"],
+                                 "metric": "success", "value": r["success"]})
+                    print(f"[{time.perf_counter() - t_start:.0f}s] {setting} seed {seed} {variant}: "
+                          f"success {r['success']:.2f} ({r['train_s']:.0f} s training)", flush=True)
+                    write_results("retrieval_babyai", rows, summarize(rows, latency), argv)
+    # acting latency: one trained multi-level agent, with retrieval vs the same net without it
+    datasets = offline.load_levels(levels, sizes[-1], args.cache, seed=0, epsilon=args.epsilon)
+    small = base.model_copy(update={"updates": 20})
+    pool = offline.TrajectoryDataset.concat(datasets)
+    with_r = offline.train_offline(offline.variant_config(small, "multi"), datasets[0], pool, seed=0)
+    without = offline.train_offline(offline.variant_config(small, "dqn"), datasets[0], None, seed=0)
+    pols = {"retrieval": offline.policy_for(with_r, pool, offline.variant_config(small, "multi"), 0),
+            "no_retrieval": offline.policy_for(without, None, offline.variant_config(small, "dqn"), 0)}
+    lat = offline.acting_latency(pols, levels[0], num_envs=16, steps=200)
+    latency = {"num_envs": 16, "act_s": {k: v["act_s"] for k, v in lat.items()},
+               "runner_step_s": {k: v["step_s"] for k, v in lat.items()},
+               "ratio_act": lat["retrieval"]["act_s"] / lat["no_retrieval"]["act_s"],
+               "ratio_runner_step": lat["retrieval"]["step_s"] / lat["no_retrieval"]["step_s"]}
+    for k, v in lat.items():
+        rows.append({"system": k, "setting": f"latency/{levels[0]}/16envs", "seed": 0, "metric": "act_s",
+                     "value": v["act_s"]})
+    summary = summarize(rows, latency)
+    write_results("retrieval_babyai", rows, summary, argv)
+    grid = []
+    for size in sizes:
+        for level in levels + ["mean"]:
+            line = [f"{level}/n{size}"]
+            for v in variants:
+                vals = [r["value"] for r in rows if r["metric"] == "success" and r["system"] == v
+                        and r["episodes_per_level"] == size and (level == "mean" or r["level"] == level)]
+                line.append(100 * float(np.mean(vals)) if vals else None)
+            grid.append(line)
+    print(table(grid, ["level/size"] + [f"{v} %" for v in variants]))
+    print(f"multi-level retrieval / recurrent DQN success: {summary['ratio_multilevel_vs_dqn']}")
+    print(f"acting latency, 16 envs: {1e3 * latency['act_s']['retrieval']:.2f} ms with retrieval, "
+          f"{1e3 * latency['act_s']['no_retrieval']:.2f} ms without (x{latency['ratio_act']:.2f}); per runner step "
+          f"incl. env: x{latency['ratio_runner_step']:.2f}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
