@@ -93,6 +93,8 @@ class EnvRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if not self._thread or not self._thread.is_alive():  # envs with outside resources (browsers) free them
+            self.envs.close()
         return True
 
     def stats(self) -> dict:

@@ -59,7 +59,10 @@ class MiniWoBBatch:
                           dropped=np.asarray(dropped, bool))
 
     def close(self):
+        if self.pool is None:
+            return
         try:
             list(self.pool.map(lambda e: e.close(), self.envs))
         finally:
             self.pool.shutdown(wait=False)
+            self.pool = None

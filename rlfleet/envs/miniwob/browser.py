@@ -40,6 +40,52 @@ def browser_paths() -> tuple[str, str]:
     return binary, driver
 
 
+def _die_with_parent() -> None:
+    """In the chromedriver child before exec: SIGKILL it when the thread that started it (inside
+    the env's host actor) goes away, so a killed runner actor does not leave drivers behind."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+def reap_orphans(root: str | None = None, min_age_s: float = 60.0) -> int:
+    """Clean up after browsers whose host died without closing them (a killed actor): kill
+    Chromium processes of our profiles whose chromedriver is gone (re-parented to init), and
+    remove our profile directories that no live process uses and that are older than `min_age_s`
+    (a browser being launched right now has a fresh one). Returns the directories removed."""
+    import glob
+    import time
+
+    import psutil
+
+    root = root or tempfile.gettempdir()
+    prefix = f"--user-data-dir={os.path.join(root, PROFILE_PREFIX)}"
+    in_use = set()
+    for p in psutil.process_iter(["cmdline", "ppid"]):
+        try:
+            flag = next((c for c in p.info["cmdline"] or () if c.startswith(prefix)), None)
+            if flag is None:
+                continue
+            if p.info["ppid"] == 1:
+                p.kill()
+            else:
+                in_use.add(flag.split("=", 1)[1])
+        except (psutil.Error, TypeError):
+            pass
+    removed = 0
+    for path in glob.glob(os.path.join(root, PROFILE_PREFIX + "*")):
+        try:
+            if path not in in_use and time.time() - os.path.getmtime(path) > min_age_s:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
 def _instance_class():
     from miniwob.selenium_instance import SeleniumInstance
 
@@ -51,14 +97,15 @@ def _instance_class():
             from selenium.webdriver.chrome.service import Service
 
             binary, driver_path = browser_paths()
-            self.profile_dir = tempfile.mkdtemp(prefix=PROFILE_PREFIX)
+            self.profile_dir = tempfile.mkdtemp(prefix=PROFILE_PREFIX, dir=self.profile_root)
             options = webdriver.ChromeOptions()
             options.binary_location = binary
             for flag in CHROME_FLAGS:
                 options.add_argument(flag)
             options.add_argument(f"--user-data-dir={self.profile_dir}")
             options.add_argument(f"--window-size={self.window_width},{self.window_height}")
-            self.service = Service(executable_path=driver_path, log_output=os.devnull)
+            self.service = Service(executable_path=driver_path, log_output=os.devnull,
+                                   popen_kw={"preexec_fn": _die_with_parent})
             try:
                 self.driver = webdriver.Chrome(service=self.service, options=options)
                 self.driver.command_executor.client_config.timeout = self.command_timeout  # a hung driver raises
@@ -138,10 +185,14 @@ def _instance_class():
     return Browser
 
 
-def launch_browser(task: str, data_mode: str = "train", command_timeout: float = 20.0, screenshots: bool = False):
-    """Start a browser on MiniWoB task `task` (e.g. "click-button") and return it."""
+def launch_browser(task: str, data_mode: str = "train", command_timeout: float = 20.0, screenshots: bool = False,
+                   profile_root: str | None = None):
+    """Start a browser on MiniWoB task `task` (e.g. "click-button") and return it. Its profile is a
+    fresh directory under `profile_root` (default: the system temp dir)."""
+    reap_orphans(profile_root)
     cls = _instance_class()
     browser = cls(index=0, subdomain=task, headless=True, data_mode=data_mode)
+    browser.profile_root = profile_root
     browser.command_timeout = command_timeout
     browser.record_screenshots = screenshots
     browser.create_driver()

@@ -8,7 +8,8 @@
   fresh browser and truncates the broken episode; `info["dropped"]` marks that step and
   `dropped_episodes` counts them, so a runner can keep them out of its statistics.
 - Options from QWeb (Gur et al. 2019, Sec. 4): potential-based shaping from DOM-vs-instruction
-  matching (`shaping`), warm starts near the goal with a scripted solver's first steps
+  matching (`shaping`: r + scale (gamma phi(s') - phi(s)), phi = share of fields typed; scale < 1
+  keeps the task's own +1 well above what typing alone earns), warm starts near the goal with a scripted solver's first steps
   (`warm_start_episodes`), and a curriculum over a growing subset of the instruction's fields
   (`subgoal_episodes`).
 """
@@ -34,15 +35,15 @@ class MiniWoBEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, task: str, max_elements: int = 32, max_fields: int = 4, max_steps: int = 10,
-                 typeable_only: bool = True, shaping: bool = False, shaping_gamma: float = 0.99,
+                 typeable_only: bool = True, shaping: bool = False, shaping_gamma: float = 0.99, shaping_scale: float = 0.25,
                  warm_start_episodes: int = 0, subgoal_episodes: int = 0, command_timeout: float = 20.0,
-                 data_mode: str = "train"):
+                 data_mode: str = "train", profile_root: str | None = None):
         self.task = task
         self.layout = enc.DomLayout(max_elements, max_fields)
         self.max_steps, self.typeable_only = max_steps, typeable_only
-        self.shaping, self.shaping_gamma = shaping, shaping_gamma
+        self.shaping, self.shaping_gamma, self.shaping_scale = shaping, shaping_gamma, shaping_scale
         self.warm_start_episodes, self.subgoal_episodes = warm_start_episodes, subgoal_episodes
-        self.command_timeout, self.data_mode = command_timeout, data_mode
+        self.command_timeout, self.data_mode, self.profile_root = command_timeout, data_mode, profile_root
         if warm_start_episodes:
             from rlfleet.envs.miniwob.solvers import SOLVERS
 
@@ -67,7 +68,11 @@ class MiniWoBEnv(gym.Env):
     # -- browser -------------------------------------------------------------------------------
     def _ensure_browser(self) -> None:
         if self.browser is None:
-            self.browser = launch_browser(self.task, self.data_mode, self.command_timeout)
+            try:
+                self.browser = launch_browser(self.task, self.data_mode, self.command_timeout,
+                                              profile_root=self.profile_root)
+            except Exception as e:  # noqa: BLE001  (Chromium or chromedriver died while starting)
+                raise BrowserFailure(f"launch: {type(e).__name__}: {e}") from e
 
     def _restart_browser(self) -> None:
         if self.browser is not None:
@@ -78,9 +83,8 @@ class MiniWoBEnv(gym.Env):
             try:
                 self._ensure_browser()
                 return
-            except Exception as e:  # noqa: BLE001  (Chromium failed to start: try again)
+            except BrowserFailure as e:
                 log.warning("miniwob:%s: browser start failed (%s), attempt %d", self.task, e, attempt + 1)
-                self.browser = None
         self._ensure_browser()
 
     def _call(self, fn, *args):
@@ -111,8 +115,12 @@ class MiniWoBEnv(gym.Env):
                 break
             except BrowserFailure as e:
                 log.warning("miniwob:%s: reset failed (%s); restarting the browser", self.task, e)
-                self._restart_browser()
+                if self.browser is not None:
+                    self.browser.kill()
+                    self.browser = None
+                self.browser_restarts += 1
         else:
+            self._ensure_browser()
             self._begin(seed)
         return self._encode(), {"fields": self.fields}
 
@@ -184,7 +192,7 @@ class MiniWoBEnv(gym.Env):
                     reward, terminated = 1.0, True  # the subgoal (a subset of the fields) is reached
             if self.shaping:
                 phi = 0.0 if terminated else enc.potential(self.visible_fields, self.elements)
-                reward += self.shaping_gamma * phi - self._phi
+                reward += self.shaping_scale * (self.shaping_gamma * phi - self._phi)
                 self._phi = phi
             truncated = not terminated and self._t >= self.max_steps
             info = {"raw_reward": reward if terminated else 0.0, "success": terminated and reward > 0,

@@ -1,0 +1,121 @@
+"""QWeb on MiniWoB++ tasks in headless Chromium: per task, train from configs/miniwob_click_button.yaml
+(task-specific overrides below), then greedy success rate over 100 evaluation episodes with the
+final weights (fresh envs, no curriculum, no shaping: success = the page's raw reward > 0).
+
+    python benchmarks/miniwob.py                       # the six basic tasks + three harder ones
+    python benchmarks/miniwob.py --tasks click-test click-button --episodes 100
+
+Writes benchmarks/results/miniwob.json (summary: success per task); tasks already in that file
+are kept when others are (re)run, so tasks can be measured in several sessions.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, table, write_results  # noqa: E402
+
+import rlfleet  # noqa: E402
+import rlfleet.algorithms.qweb  # noqa: E402,F401  (registers qweb)
+import rlfleet.envs.miniwob  # noqa: E402,F401  (registers miniwob:)
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "configs" / "miniwob_click_button.yaml"
+CURRICULUM = {"warm_start_episodes": 600, "shaping": True}  # QWeb's curriculum and shaping switches
+# task -> (env steps, env kwargs over the base config's)
+TASKS = {
+    "click-test": (2000, {}),
+    "click-button": (4000, {}),
+    "focus-text": (2000, {}),
+    "enter-text": (6000, CURRICULUM),
+    "click-checkboxes": (8000, CURRICULUM),
+    "login-user": (8000, CURRICULUM),
+    # harder: no scripted solver, so no warm starts; shaping only
+    "search-engine": (6000, {"shaping": True}),
+    "email-inbox": (6000, {"shaping": True}),
+    "social-media": (6000, {"shaping": True}),
+}
+BASIC = list(TASKS)[:6]
+
+
+def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path) -> dict:
+    cfg = yaml.safe_load(BASE.read_text())
+    cfg["name"] = f"miniwob-{task}"
+    cfg["seed"] = seed
+    cfg["env"]["id"] = f"miniwob:{task}"
+    cfg["env"]["kwargs"].update(kwargs)
+    cfg["stop"] = {"env_steps": env_steps}
+    cfg["eval"]["interval_env_steps"] = max(1000, env_steps // 4)
+    cfg["logging"].update({"root": str(root), "progress": False})
+    cfg["checkpoint"]["interval_s"] = 10_000  # the final checkpoint is what we evaluate
+    t0 = time.time()
+    summary = rlfleet.train(cfg)
+    summary["train_wall_s"] = time.time() - t0
+    return summary
+
+
+def greedy_success(run_dir: str, episodes: int, num_envs: int, seed: int) -> dict:
+    """Greedy episodes on fresh envs with the final weights (curriculum and shaping off)."""
+    from rlfleet.platform.agent import load_agent
+    from rlfleet.platform.evaluation import run_episodes
+
+    agent = load_agent(run_dir)
+    maker = agent.env_maker
+    maker.kwargs.update(warm_start_episodes=0, subgoal_episodes=0, shaping=False)
+    envs = maker.batch(num_envs, seed)
+    t0 = time.time()
+    try:
+        results = run_episodes(agent.policy, envs, episodes, 0.0, np.random.default_rng(seed))
+        dropped = envs.dropped_episodes
+    finally:
+        envs.close()
+    returns = np.array([r for r, _ in results])
+    return {"success": float(np.mean(returns > 0)), "return_mean": float(returns.mean()),
+            "length_mean": float(np.mean([l for _, l in results])), "episodes": len(results),
+            "dropped": dropped, "eval_wall_s": time.time() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--episodes", type=int, default=100)
+    ap.add_argument("--eval-envs", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scale", type=float, default=1.0, help="multiply every task's env-step budget")
+    args = ap.parse_args()
+    path = RESULTS / "miniwob.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    rows = [r for r in rows if r["setting"] not in args.tasks]
+    root = Path(tempfile.mkdtemp(prefix="miniwob-bench-"))
+    for task in args.tasks:
+        steps, kwargs = TASKS[task]
+        steps = int(steps * args.scale)
+        s = train_task(task, steps, kwargs, args.seed, root)
+        ev = greedy_success(s["run_dir"], args.episodes, args.eval_envs, 1_000_000 + args.seed)
+        row = {"system": "rlfleet-qweb", "setting": task, "seed": args.seed, "env_steps": s["env_steps"],
+               "wall_s": round(s["train_wall_s"], 1), "metric": "greedy_success", "value": ev["success"],
+               "updates": s["updates"], "train_episodes": s["episodes"], "env_kwargs": kwargs,
+               "eval": ev, "evals_during_training": s.get("evals", [])}
+        rows.append(row)
+        print(f"{task}: success {ev['success']:.2f} over {ev['episodes']} greedy episodes after "
+              f"{s['env_steps']} env steps, {s['train_wall_s']:.0f} s", flush=True)
+        write_results("miniwob", rows, {"success": {r["setting"]: r["value"] for r in rows}})
+    order = {t: i for i, t in enumerate(TASKS)}
+    rows.sort(key=lambda r: order.get(r["setting"], 99))
+    out = write_results("miniwob", rows, {"success": {r["setting"]: r["value"] for r in rows}})
+    print(table([[r["setting"], f"{r['value']:.2f}", r["env_steps"], f"{r['wall_s']:.0f}"] for r in rows],
+                ["task", "greedy success", "env steps", "train wall s"]))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
