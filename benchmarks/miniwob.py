@@ -33,16 +33,16 @@ BASE = ROOT / "configs" / "miniwob_click_button.yaml"
 CURRICULUM = {"warm_start_episodes": 600, "shaping": True}  # QWeb's curriculum and shaping switches
 # task -> (env steps, env kwargs over the base config's)
 TASKS = {
-    "click-test": (2000, {}),
-    "click-button": (4000, {}),
-    "focus-text": (2000, {}),
-    "enter-text": (6000, CURRICULUM),
-    "click-checkboxes": (8000, CURRICULUM),
-    "login-user": (8000, CURRICULUM),
+    "click-test": (1500, {}),
+    "click-button": (3000, {}),
+    "focus-text": (1500, {}),
+    "enter-text": (5000, CURRICULUM),
+    "click-checkboxes": (6000, CURRICULUM),
+    "login-user": (6000, CURRICULUM),
     # harder: no scripted solver, so no warm starts; shaping only
-    "search-engine": (6000, {"shaping": True}),
-    "email-inbox": (6000, {"shaping": True}),
-    "social-media": (6000, {"shaping": True}),
+    "search-engine": (3000, {"shaping": True}),
+    "email-inbox": (3000, {"shaping": True}),
+    "social-media": (3000, {"shaping": True}),
 }
 BASIC = list(TASKS)[:6]
 
@@ -54,7 +54,9 @@ def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path) -
     cfg["env"]["id"] = f"miniwob:{task}"
     cfg["env"]["kwargs"].update(kwargs)
     cfg["stop"] = {"env_steps": env_steps}
-    cfg["eval"]["interval_env_steps"] = max(1000, env_steps // 4)
+    cfg["eval"].update(interval_env_steps=max(1000, env_steps // 3), episodes=4)  # a progress signal only
+    if kwargs.get("warm_start_episodes"):  # multi-step tasks: more replay per env step
+        cfg["replay"]["samples_per_insert"] = 8
     cfg["logging"].update({"root": str(root), "progress": False})
     cfg["checkpoint"]["interval_s"] = 10_000  # the final checkpoint is what we evaluate
     t0 = time.time()
