@@ -28,15 +28,30 @@ from rlfleet.platform.envs import EnvMaker  # noqa: E402
 from rlfleet.platform.policies import RandomPolicy  # noqa: E402
 from rlfleet.platform.registry import resolve_algorithm  # noqa: E402
 
+try:  # the miniwob family and the qweb agent (until rlfleet.envs / rlfleet.algorithms import them)
+    import rlfleet.algorithms.qweb  # noqa: E402,F401
+    import rlfleet.envs.miniwob  # noqa: E402,F401
+    import miniwob  # noqa: E402,F401
+    HAVE_MINIWOB = True
+except ImportError:  # without the web extra the miniwob row is left out
+    HAVE_MINIWOB = False
+
 ROOT = Path(__file__).resolve().parents[1]
 # family name -> config whose env and network are measured
 ENVS = {"stateless_cartpole": ROOT / "configs" / "quickstart.yaml",
-        "mpe2_simple_spread": ROOT / "configs" / "spread_r2d2.yaml"}
+        "mpe2_simple_spread": ROOT / "configs" / "spread_r2d2.yaml",
+        "miniwob_click_button": ROOT / "configs" / "miniwob_click_button.yaml"}
+# families too heavy for the default sizes (one headless Chromium per env): (runners, envs per runner)
+SIZES = {"miniwob_click_button": ([1, 2], [4])}
+if not HAVE_MINIWOB:
+    del ENVS["miniwob_click_button"]
 
 
 def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
     from rlfleet.platform.multiagent import is_parallel_env
 
+    if hasattr(maker.factory, "make_batch"):  # natively vectorized (smax: one jax.vmap): the batch is the raw env
+        return _raw_batch(maker, num_envs, seconds, seed, out)
     envs = [maker() for _ in range(num_envs)]
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
@@ -53,6 +68,17 @@ def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) 
                 steps += len(live)
                 if not e.agents:
                     e.reset()
+    elif hasattr(envs[0], "action_mask"):  # envs with legal-action masks (miniwob): random legal actions
+        rng = np.random.default_rng(seed)
+        while time.perf_counter() < t_end:
+            for e in envs:
+                legal = np.flatnonzero(e.action_mask())
+                _, _, term, trunc, _ = e.step(int(legal[rng.integers(len(legal))]))
+                if term or trunc:
+                    e.reset()
+            steps += num_envs
+        for e in envs:
+            e.close()
     else:
         n_actions = envs[0].action_space.n
         actions = np.random.default_rng(seed).integers(0, n_actions, 1 << 16).tolist()  # Python ints: fastest
@@ -64,6 +90,34 @@ def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) 
                     e.reset()
             steps += num_envs
     out.put(steps / seconds)
+
+
+def _raw_batch(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
+    """A factory's own batch stepped in a loop with random legal actions; agent steps counted
+    (slots sitting out excluded), as rlfleet's runners count them. Compiled before the clock starts."""
+    from rlfleet.platform.policies import random_legal_actions
+
+    batch = maker.batch(num_envs, seed)
+    rng = np.random.default_rng(seed)
+    batch.reset()
+    batch.step(random_legal_actions(rng, len(batch), batch.spec.num_actions, batch.action_mask))
+    steps = 0
+    t0 = time.perf_counter()
+    t_end = t0 + seconds
+    while time.perf_counter() < t_end:
+        res = batch.step(random_legal_actions(rng, len(batch), batch.spec.num_actions, batch.action_mask))
+        steps += len(batch) - int(res.reset_step.sum())
+    batch.close()
+    out.put(steps / (time.perf_counter() - t0))
+
+
+try:  # SMAX 3m: all envs of a runner in one jax.vmap (until rlfleet.envs imports the smax family)
+    import jaxmarl  # noqa: E402,F401
+
+    import rlfleet.envs.smax  # noqa: E402,F401
+    ENVS["smax_3m"] = ROOT / "configs" / "smax_3m_r2d2.yaml"
+except ImportError:  # without the smax extra the row is left out
+    pass
 
 
 def raw_steps_per_s(maker: EnvMaker, runners: int, num_envs: int, seconds: float) -> float:
@@ -146,8 +200,9 @@ def main() -> None:
         config = ENVS[family]
         cfg, algo_cfg, _ = load_config(config)
         maker = EnvMaker.from_config(cfg.env)
-        for num_envs in args.envs_per_runner:
-            for r in args.runners:
+        runner_counts, env_counts = SIZES.get(family, (args.runners, args.envs_per_runner))
+        for num_envs in env_counts:
+            for r in runner_counts:
                 setting = f"{family} {r}x{num_envs}"
                 common = {"setting": setting, "env": family, "runners": r, "envs_per_runner": num_envs,
                           "metric": "env_steps_per_s"}

@@ -8,7 +8,26 @@ with legal-action masks. Browsers start lazily, inside the actor that hosts the 
 from __future__ import annotations
 
 import functools
+import os
+import sys
 from pathlib import Path
+
+
+def _unshadow_miniwob() -> None:
+    """A file named miniwob.py on sys.path (benchmarks/miniwob.py, whose folder Python and Ray put
+    first on the path of the script's process and its workers) would hide the miniwob package:
+    move such folders behind the package's own, so `import miniwob` finds the package."""
+    mod = sys.modules.get("miniwob")
+    if mod is not None and not hasattr(mod, "__path__"):
+        del sys.modules["miniwob"]
+    shadowing = [p for p in sys.path if os.path.isfile(os.path.join(p or ".", "miniwob.py"))
+                 and not os.path.isdir(os.path.join(p or ".", "miniwob"))]
+    for p in shadowing:
+        sys.path.remove(p)
+        sys.path.append(p)
+
+
+_unshadow_miniwob()
 
 from rlfleet.platform.errors import UserError, did_you_mean
 from rlfleet.platform.registry import register_env_family
