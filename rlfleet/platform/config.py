@@ -64,6 +64,8 @@ class RunnersConfig(Strict):
     epsilon_warmup_steps: int = Field(
         0, ge=0, description="fleet env steps over which every slot's eps decays linearly from 1 to its Ape-X value")
     max_restarts: int = Field(100, ge=0, description="dead runners replaced at most this many times")
+    unresponsive_timeout_s: float = Field(
+        300.0, gt=0, description="a runner that does not answer the driver for this long is replaced (a dead one at once)")
     placement: Literal["pack", "spread"] = Field("pack", description=PLACEMENT_DESCRIPTION)
     resources: CustomResources
 

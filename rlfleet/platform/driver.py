@@ -225,6 +225,7 @@ class Experiment:
         self.logger = MetricsLogger(self.run_dir, cfg.logging.tensorboard, cfg.logging.progress)
         self.last_ckpt = time.time()
         recent = deque(maxlen=100)
+        stats_refs: dict[int, tuple] = {}  # runner index -> (pending stats() ref, when it was sent)
         eval_ref, eval_step = None, 0
         window = {"t": time.time(), "steps": self.env_steps, "updates": None, "episodes": []}
         runner_time = {}
@@ -234,11 +235,24 @@ class Experiment:
         try:
             while stop_reason is None:
                 time.sleep(TICK_S)
-                # runners: progress, episodes, health
-                refs = [r.stats.remote() for r in self.runners]
-                for i, ref in enumerate(refs):
+                # runners: progress, episodes, health. A dead runner's answer is an error (replaced at
+                # once); a slow one (a busy node, an env that compiles or launches a browser) is waited
+                # for, up to runners.unresponsive_timeout_s, without blocking the loop.
+                for i, r in enumerate(self.runners):
+                    if i not in stats_refs:
+                        stats_refs[i] = (r.stats.remote(), time.time())
+                ready, _ = ray.wait([ref for ref, _ in stats_refs.values()], num_returns=len(stats_refs), timeout=0)
+                ready = set(ready)
+                for i, (ref, sent) in list(stats_refs.items()):
+                    if ref not in ready:
+                        if time.time() - sent > cfg.runners.unresponsive_timeout_s:
+                            del stats_refs[i]
+                            self._replace_runner(i, TimeoutError(
+                                f"no answer for {cfg.runners.unresponsive_timeout_s:.0f} s"))
+                        continue
+                    del stats_refs[i]
                     try:
-                        st = ray.get(ref, timeout=30)
+                        st = ray.get(ref)
                     except (ray.exceptions.RayError, RuntimeError) as e:
                         self._replace_runner(i, e)
                         continue
