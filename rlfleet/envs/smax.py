@@ -88,6 +88,9 @@ def _encoders(env, agent_id: bool, global_state: bool):
     def reset(key):
         key, k = jax.random.split(key)
         obs, state = env.reset(k)
+        # a reset leaves one heuristic-state leaf weakly typed and a step does not: make the types
+        # match, or the second step would compile the step function a second time
+        state = jax.tree.map(lambda x: jnp.asarray(x, x.dtype), state)
         x, ws = encode(obs)
         return key, state, x, ws, masks(state)
 
