@@ -33,9 +33,9 @@ from rlfleet.platform.errors import UserError, did_you_mean
 MINI_GAMES = ("MoveToBeacon", "CollectMineralShards", "FindAndDefeatZerglings", "DefeatRoaches",
               "DefeatZerglingsAndBanelings", "CollectMineralsAndGas", "BuildMarines")
 DEFAULT_FUNCTIONS = ("no_op", "select_army", "Move_screen", "Attack_screen")
-INSTALL_HINT = ("install the StarCraft II Linux package and the mini-game maps (docs/starcraft.md: "
-                "SC2.4.10.zip and mini_games.zip from github.com/Blizzard/s2client-proto into ~/StarCraftII) "
-                "or set SC2PATH to where they are")
+INSTALL_HINT = ("install the StarCraft II Linux package (SC2.4.10.zip, Blizzard's s2client-proto downloads) "
+                "into ~/StarCraftII with pysc2's mini_games.zip in its Maps folder, or set SC2PATH to where "
+                "they are (docs/starcraft.md)")
 
 
 def game_dir() -> Path:
