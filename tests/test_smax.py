@@ -131,6 +131,7 @@ def test_r2d2_with_parameter_sharing_trains_on_smax_3m_through_ray(ray_session, 
     import rlfleet
 
     tiny_config["env"] = {"id": "smax:3m", "kwargs": {"max_steps": 30}}
+    tiny_config["runners"].update(num_runners=1, envs_per_runner=4)  # each JAX process imports and compiles
     tiny_config["stop"] = {"env_steps": 1500}
     tiny_config["eval"] = {"interval_env_steps": 600, "episodes": 3, "num_cpus": 0.25}
     summary = rlfleet.train(tiny_config)

@@ -90,6 +90,8 @@ class FullyConvR2D2Network(nn.Module):
         x = torch.cat([feats.reshape(b, t, -1), F.one_hot(prev_fn, self.F).float(),
                        prev_reward.float().unsqueeze(-1)], dim=-1)
         if self.use_lstm:
+            if x.is_cuda:  # cuDNN wants one weight chunk (as in R2D2Network)
+                self.core.flatten_parameters()
             h, c = state
             out, (h, c) = self.core(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
             state = (h.squeeze(0), c.squeeze(0))
