@@ -152,3 +152,31 @@ def test_r2d2_fullyconv_smoke_run_through_ray_on_the_test_env(ray_session, tiny_
     assert min(summary["runner_weights_versions"]) >= 1
     # SC2TestEnv's episodes are 10 steps long
     assert summary["evals"] and summary["evals"][-1]["length_mean"] == pytest.approx(10)
+
+
+def test_fullyconv_q_is_the_sum_of_its_heads_in_the_codec_layout():
+    import torch
+
+    from rlfleet.algorithms.r2d2.config import R2D2Config
+    from rlfleet.algorithms.r2d2.networks import make_network
+    from rlfleet.algorithms.r2d2.sc2_networks import FullyConvR2D2Network
+
+    b = _batch(n=1, screen=8, minimap=6, action_resolution=8)  # minimap resampled to the screen
+    net = make_network(b.spec, R2D2Config(lstm_size=16, dueling_hidden=16))
+    assert isinstance(net, FullyConvR2D2Network)
+    heads = {}
+    for name in ("fn_head", "arg_head", "point_head"):
+        getattr(net, name).register_forward_hook(lambda m, i, o, name=name: heads.__setitem__(name, o))
+    obs = torch.rand(2, 3, b.spec.obs_shape[0])
+    q, _ = net.unroll(obs, torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3), net.initial_state(2))
+    assert q.shape == (2, 3, b.spec.num_actions)
+    a_f, a_v = heads["fn_head"][0], heads["arg_head"][0]
+    a_p = heads["point_head"][0].reshape(-1)
+    f, v, p = b.codec.decode(int(q[0, 0].argmax()))
+    # moving along one part of the composite index changes Q by exactly that head's difference
+    q0 = q[0, 0]
+    other = (f + 1) % len(b.codec.ids)
+    idx = lambda f, v, p: (f * b.codec.V + v) * b.codec.P + p  # noqa: E731
+    assert torch.allclose(q0[idx(f, v, p)] - q0[idx(other, v, p)], a_f[f] - a_f[other], atol=1e-5)
+    assert torch.allclose(q0[idx(f, 0, p)] - q0[idx(f, 1, p)], a_v[0] - a_v[1], atol=1e-5)
+    assert torch.allclose(q0[idx(f, v, 0)] - q0[idx(f, v, 5)], a_p[0] - a_p[5], atol=1e-5)
