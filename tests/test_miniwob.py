@@ -126,3 +126,27 @@ def test_killed_chromedriver_is_recovered(profile_root):
     finally:
         batch.close()
     assert list(profile_root.iterdir()) == []  # the killed browser's profile too
+
+
+def test_curriculum_switches(profile_root):
+    """Subgoals: the first episode shows only the first field and ends with +1 once it is typed.
+    Warm starts: early episodes begin with part of the solver's plan done (a field typed)."""
+    env = resolve_env("miniwob:login-user")(max_elements=16, max_fields=3, subgoal_episodes=4)
+    try:
+        obs, _ = env.reset(seed=5)
+        assert [k for k, _ in env.visible_fields] == ["username"] and obs[1, 0] == 0.0
+        user = next(i for i, el in enumerate(env.elements) if el["attrs"].split()[:1] == ["username"])
+        assert not env.action_mask()[env.layout.encode_action(user, 1)]  # the hidden field cannot be typed
+        _, r, term, _, _ = env.step(env.layout.encode_action(user, 0))
+        assert term and r == 1.0
+    finally:
+        env.close()
+    env = resolve_env("miniwob:enter-text")(max_elements=8, max_fields=2, warm_start_episodes=50)
+    try:
+        typed = 0
+        for ep in range(6):
+            env.reset(seed=ep)
+            typed += any(el["value"] and el["value"] == env.fields[0][1] for el in env.elements)
+        assert typed >= 1  # some episodes started with the text already typed
+    finally:
+        env.close()
