@@ -59,7 +59,7 @@ def win_rate(policy, scenario: str, env_kwargs: dict, episodes: int, seed: int, 
     return {"episodes": ended, "wins": wins, "win_rate": wins / ended, "team_return": float(np.mean(returns))}
 
 
-def run_scenario(scenario: str, args, root: Path) -> list[dict]:
+def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
     import yaml
 
     import rlfleet
@@ -76,13 +76,15 @@ def run_scenario(scenario: str, args, root: Path) -> list[dict]:
     cfg["checkpoint"] = {"interval_s": args.checkpoint_s, "keep": 10_000, "replay": False}
     cfg["logging"] = {"root": str(root), "progress": False}
     t0 = time.time()
-    summary = rlfleet.train(cfg)
+    summary = rlfleet.train(cfg, resume=args.resume)  # resume: budgets count from the run's start
     print(f"[{scenario}] trained: {summary['env_steps']} env steps in {time.time() - t0:.0f} s "
           f"({summary['stop_reason']})", flush=True)
     rows = []
     for path in ckpt.list_checkpoints(Path(summary["run_dir"]) / "checkpoints"):
-        agent = load_agent(path)
         driver = json.loads((path / "driver.json").read_text())
+        if int(driver["env_steps"]) in done:  # measured before this run was resumed
+            continue
+        agent = load_agent(path)
         res = win_rate(agent.policy, scenario, cfg["env"].get("kwargs", {}), args.episodes, seed=10_000 + args.seed)
         row = {"system": "rlfleet-r2d2-shared", "setting": scenario, "seed": args.seed,
                "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
@@ -103,18 +105,23 @@ def main(argv=None):
     p.add_argument("--episodes", type=int, default=100, help="greedy battles per checkpoint (>= 100)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", default=None, help="run directories (default: a temp dir)")
+    p.add_argument("--resume", default=None, help="continue this run dir (one scenario; its earlier rows are kept)")
     args = p.parse_args(argv)
+    if args.resume and len(args.scenarios) != 1:
+        p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
     rows, win = [], {}
     out = Path(__file__).resolve().parent / "results" / "smax.json"
-    if out.is_file():  # keep other scenarios' rows when only some are rerun
+    if out.is_file():  # keep other scenarios' rows when only some are rerun (and a resumed run's own)
         old = json.loads(out.read_text())
-        rows = [r for r in old["rows"] if r["setting"] not in args.scenarios]
+        rows = [r for r in old["rows"] if r["setting"] not in args.scenarios or args.resume]
         win = {k: v for k, v in old["summary"]["win_rate"].items() if k not in args.scenarios}
     for scenario in args.scenarios:
-        mine = run_scenario(scenario, args, root)
+        done = {r["env_steps"] for r in rows if r["setting"] == scenario}
+        mine = run_scenario(scenario, args, root, done)
         rows += mine
-        win[scenario] = mine[-1]["value"] if mine else None
+        ours = sorted((r for r in rows if r["setting"] == scenario), key=lambda r: r["env_steps"])
+        win[scenario] = ours[-1]["value"] if ours else None
         write_results("smax", rows, {"win_rate": win})
     for scenario, w in win.items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
