@@ -6,6 +6,7 @@ wins (all enemies dead, one of ours alive). Writes benchmarks/results/smax.json
 (summary.win_rate: scenario -> final win rate). Targets: >= 0.9 on 3m, >= 0.7 on 2s3z.
 
     python benchmarks/smax.py --scenarios 3m 2s3z --time-s 1800
+    python benchmarks/smax.py --scenarios 3m --resume RUN_DIR --env-steps 5000000 --time-s 3600   # train on
 """
 from __future__ import annotations
 
@@ -110,21 +111,27 @@ def main(argv=None):
     if args.resume and len(args.scenarios) != 1:
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
-    rows, win = [], {}
     out = Path(__file__).resolve().parent / "results" / "smax.json"
-    if out.is_file():  # keep other scenarios' rows when only some are rerun (and a resumed run's own)
-        old = json.loads(out.read_text())
-        rows = [r for r in old["rows"] if r["setting"] not in args.scenarios or args.resume]
-        win = {k: v for k, v in old["summary"]["win_rate"].items() if k not in args.scenarios}
+    mine = [r for r in _rows(out) if r["setting"] in args.scenarios] if args.resume else []
     for scenario in args.scenarios:
-        done = {r["env_steps"] for r in rows if r["setting"] == scenario}
-        mine = run_scenario(scenario, args, root, done)
-        rows += mine
-        ours = sorted((r for r in rows if r["setting"] == scenario), key=lambda r: r["env_steps"])
-        win[scenario] = ours[-1]["value"] if ours else None
-        write_results("smax", rows, {"win_rate": win})
-    for scenario, w in win.items():
+        mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
+        # re-read: another run may have written other scenarios' rows meanwhile
+        rows = [r for r in _rows(out) if r["setting"] not in args.scenarios] + mine
+        write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
+    for scenario, w in _final_win_rates(rows).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
+
+
+def _rows(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
+def _final_win_rates(rows: list[dict]) -> dict:
+    """scenario -> win rate of its last checkpoint (most env steps)."""
+    last = {}
+    for r in sorted(rows, key=lambda r: r["env_steps"]):
+        last[r["setting"]] = r["value"]
+    return last
 
 
 if __name__ == "__main__":
