@@ -56,9 +56,13 @@ def main(argv=None) -> int:
     p.add_argument("--levels", default=LEVELS, help="comma-separated BabyAI levels (babyai: names)")
     p.add_argument("--sizes", default="100,400", help="bot episodes per level, comma-separated")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--updates", type=int, default=600, help="gradient updates per agent")
+    p.add_argument("--updates", type=int, default=400, help="gradient updates per agent")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--max-len", type=int, default=20, help="training windows / retrieved trajectories, in steps")
+    p.add_argument("--retrieval-batch", type=int, default=16, help="trajectories per uniform retrieval batch")
+    p.add_argument("--slots", type=int, default=2)
+    p.add_argument("--top-k", type=int, default=5, help="top-k trajectories, then top-k steps")
+    p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--epsilon", type=float, default=0.25, help="bot noise: random action probability")
     p.add_argument("--variants", default=",".join(offline.VARIANTS))
     p.add_argument("--cache", default=str(RESULTS.parent / ".cache" / "babyai"), help="recorded demonstrations")
@@ -68,19 +72,45 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     levels, sizes = args.levels.split(","), [int(s) for s in args.sizes.split(",")]
     variants = args.variants.split(",")
-    base = RDQNOfflineConfig(updates=args.updates, batch_size=args.batch_size)
+    base = RDQNOfflineConfig(updates=args.updates, batch_size=args.batch_size, max_episode_len=args.max_len)
+    base.retrieval.retrieval_batch = args.retrieval_batch
+    base.retrieval.num_slots = args.slots
+    base.retrieval.top_k_trajectories = base.retrieval.top_k_steps = args.top_k
     path = RESULTS / "retrieval_babyai.json"
     rows = []
     if args.resume and path.exists():
-        rows = [r for r in json.loads(path.read_text())["rows"] if r["metric"] == "success"]
+        rows = json.loads(path.read_text())["rows"]
     done = {(r["system"], r["setting"], r["seed"]) for r in rows}
     t_start = time.perf_counter()
     latency = None
+    data = {}
     for size in sizes:
-        datasets = offline.load_levels(levels, size, args.cache, seed=0, epsilon=args.epsilon)
+        data[size] = offline.load_levels(levels, size, args.cache, seed=0, epsilon=args.epsilon)
         print(f"[{time.perf_counter() - t_start:.0f}s] {size} bot episodes per level: "
-              + ", ".join(f"{d.task_names[0]} {d.steps} steps" for d in datasets), flush=True)
-        for seed in range(args.seeds):
+              + ", ".join(f"{d.name} {d.steps} steps" for d in data[size]), flush=True)
+    # acting latency first (cheap): two briefly trained agents of the same sizes, with and without retrieval
+    datasets = data[sizes[-1]]
+    small = base.model_copy(update={"updates": 20})
+    pool = offline.TrajectoryDataset.concat(datasets)
+    with_r = offline.train_offline(offline.variant_config(small, "multi"), datasets[0], pool, seed=0)
+    without = offline.train_offline(offline.variant_config(small, "dqn"), datasets[0], None, seed=0)
+    pols = {"retrieval": offline.policy_for(with_r, pool, offline.variant_config(small, "multi"), 0),
+            "no_retrieval": offline.policy_for(without, None, offline.variant_config(small, "dqn"), 0)}
+    lat = offline.acting_latency(pols, levels[0], num_envs=16, steps=200)
+    latency = {"num_envs": 16, "act_s": {k: v["act_s"] for k, v in lat.items()},
+               "runner_step_s": {k: v["step_s"] for k, v in lat.items()},
+               "ratio_act": lat["retrieval"]["act_s"] / lat["no_retrieval"]["act_s"],
+               "ratio_runner_step": lat["retrieval"]["step_s"] / lat["no_retrieval"]["step_s"]}
+    rows = [r for r in rows if r["metric"] != "act_s"]
+    for k, v in lat.items():
+        rows.append({"system": k, "setting": f"latency/{levels[0]}/16envs", "seed": 0, "metric": "act_s",
+                     "value": v["act_s"]})
+    print(f"acting latency, 16 envs: {1e3 * latency['act_s']['retrieval']:.2f} ms with retrieval, "
+          f"{1e3 * latency['act_s']['no_retrieval']:.2f} ms without (x{latency['ratio_act']:.2f}); per runner step "
+          f"incl. env: x{latency['ratio_runner_step']:.2f}", flush=True)
+    for seed in range(args.seeds):  # seed-major: a partial run already covers every level and size
+        for size in sizes:
+            datasets = data[size]
             for li, level in enumerate(levels):
                 for variant in variants:
                     setting = f"{level}/n{size}"
@@ -93,22 +123,6 @@ def main(argv=None) -> int:
                     print(f"[{time.perf_counter() - t_start:.0f}s] {setting} seed {seed} {variant}: "
                           f"success {r['success']:.2f} ({r['train_s']:.0f} s training)", flush=True)
                     write_results("retrieval_babyai", rows, summarize(rows, latency), argv)
-    # acting latency: one trained multi-level agent, with retrieval vs the same net without it
-    datasets = offline.load_levels(levels, sizes[-1], args.cache, seed=0, epsilon=args.epsilon)
-    small = base.model_copy(update={"updates": 20})
-    pool = offline.TrajectoryDataset.concat(datasets)
-    with_r = offline.train_offline(offline.variant_config(small, "multi"), datasets[0], pool, seed=0)
-    without = offline.train_offline(offline.variant_config(small, "dqn"), datasets[0], None, seed=0)
-    pols = {"retrieval": offline.policy_for(with_r, pool, offline.variant_config(small, "multi"), 0),
-            "no_retrieval": offline.policy_for(without, None, offline.variant_config(small, "dqn"), 0)}
-    lat = offline.acting_latency(pols, levels[0], num_envs=16, steps=200)
-    latency = {"num_envs": 16, "act_s": {k: v["act_s"] for k, v in lat.items()},
-               "runner_step_s": {k: v["step_s"] for k, v in lat.items()},
-               "ratio_act": lat["retrieval"]["act_s"] / lat["no_retrieval"]["act_s"],
-               "ratio_runner_step": lat["retrieval"]["step_s"] / lat["no_retrieval"]["step_s"]}
-    for k, v in lat.items():
-        rows.append({"system": k, "setting": f"latency/{levels[0]}/16envs", "seed": 0, "metric": "act_s",
-                     "value": v["act_s"]})
     summary = summarize(rows, latency)
     write_results("retrieval_babyai", rows, summary, argv)
     grid = []
@@ -122,9 +136,6 @@ def main(argv=None) -> int:
             grid.append(line)
     print(table(grid, ["level/size"] + [f"{v} %" for v in variants]))
     print(f"multi-level retrieval / recurrent DQN success: {summary['ratio_multilevel_vs_dqn']}")
-    print(f"acting latency, 16 envs: {1e3 * latency['act_s']['retrieval']:.2f} ms with retrieval, "
-          f"{1e3 * latency['act_s']['no_retrieval']:.2f} ms without (x{latency['ratio_act']:.2f}); per runner step "
-          f"incl. env: x{latency['ratio_runner_step']:.2f}")
     print(f"wrote {path}")
     return 0
 

@@ -25,9 +25,10 @@ from rlfleet.platform.errors import UserError
 
 class TrajectoryDataset:
     """Episodes e with observations x_0..x_T (T+1, the last one final), actions and rewards (T),
-    whether they terminated, and an integer task label (e.g. the BabyAI level)."""
+    whether they terminated, and an integer task label (e.g. the BabyAI level); `task_names`
+    maps labels to names."""
 
-    def __init__(self, episodes: list[dict], num_actions: int, task_names: list[str] | None = None):
+    def __init__(self, episodes: list[dict], num_actions: int, task_names: dict[int, str] | None = None):
         if not episodes:
             raise UserError("retrieval dataset: no episodes")
         self.num_actions = num_actions
@@ -43,7 +44,11 @@ class TrajectoryDataset:
         self.reward = np.concatenate([np.asarray(e["reward"], np.float32) for e in episodes])
         self.terminated = np.array([bool(e.get("terminated", True)) for e in episodes])
         self.task = np.array([int(e.get("task", 0)) for e in episodes], np.int64)
-        self.task_names = task_names or [str(t) for t in sorted(set(self.task.tolist()))]
+        self.task_names = dict(task_names or {t: str(t) for t in sorted(set(self.task.tolist()))})
+
+    @property
+    def name(self) -> str:
+        return ",".join(self.task_names[t] for t in sorted(set(self.task.tolist())) if t in self.task_names)
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -62,13 +67,9 @@ class TrajectoryDataset:
 
     @staticmethod
     def concat(datasets: list["TrajectoryDataset"]) -> "TrajectoryDataset":
-        names = [n for d in datasets for n in d.task_names]
-        eps, offset = [], 0
-        for d in datasets:
-            for i in range(len(d)):
-                e = d.episode(i)
-                eps.append({**e, "task": int(e["task"]) + offset})
-            offset += len(d.task_names)
+        """All episodes of several datasets; task labels are kept (give each source its own)."""
+        names = {t: n for d in datasets for t, n in d.task_names.items()}
+        eps = [d.episode(i) for d in datasets for i in range(len(d))]
         return TrajectoryDataset(eps, datasets[0].num_actions, names)
 
     # -- sources ----------------------------------------------------------------------------------
@@ -88,7 +89,7 @@ class TrajectoryDataset:
             rows = rows[np.argsort(d.t[rows])]
             episodes.append({"obs": np.concatenate([d.obs[rows], d.next_obs[rows[-1:]]]), "action": d.action[rows],
                              "reward": d.reward[rows], "terminated": bool(d.terminated[rows[-1]]), "task": task})
-        return TrajectoryDataset(episodes, n_actions, [task_name or meta.get("env", str(path))])
+        return TrajectoryDataset(episodes, n_actions, {task: task_name or meta.get("env", str(path))})
 
     @staticmethod
     def from_minari(dataset_id: str, task: int = 0, max_episodes: int | None = None) -> "TrajectoryDataset":
@@ -110,7 +111,7 @@ class TrajectoryDataset:
             obs = np.asarray(ep.observations, np.float32).reshape(len(ep.actions) + 1, -1)
             episodes.append({"obs": obs, "action": np.asarray(ep.actions), "reward": np.asarray(ep.rewards),
                              "terminated": bool(np.asarray(ep.terminations)[-1]), "task": task})
-        return TrajectoryDataset(episodes, int(ds.action_space.n), [dataset_id])
+        return TrajectoryDataset(episodes, int(ds.action_space.n), {task: dataset_id})
 
     @staticmethod
     def from_sequences(batch: dict, num_actions: int) -> "TrajectoryDataset":

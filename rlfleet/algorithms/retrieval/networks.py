@@ -108,6 +108,9 @@ class RetrievalProcess(nn.Module):
         if cfg.bottleneck:
             self.posterior = nn.Linear(ms, 2 * ms)  # g -> (mu, log sigma)
             self.prior = nn.Linear(ms, 2 * ms)      # m_{t-1} -> (mu, log sigma) of r(z | m_{t-1})
+            with torch.no_grad():  # start with sigma ~ 0.14, not 1: unit noise would drown g before anything is learnt
+                self.posterior.bias[ms:].fill_(-2.0)
+                self.prior.bias[ms:].fill_(-2.0)
         else:
             self.to_z = nn.Linear(ms, ms)
         self.attn_qkv = nn.Linear(ms, 3 * ms)  # slot self-attention (one head, residual)
@@ -166,7 +169,10 @@ class RetrievalAgentNetwork(nn.Module):
         super().__init__()
         self.num_actions = num_actions
         self.torso = ConvTorso(obs_shape) if len(obs_shape) == 3 else MLPTorso(obs_shape, mlp_hidden)
-        self.embed = nn.Sequential(nn.Linear(self.torso.out_dim + num_actions + 1, embed_size), nn.ReLU())
+        # layer-normalized s_t: with raw MLP outputs, s_t (and so every slot's query) barely varies
+        # between observations at initialization, and all rows attend to the same steps
+        self.embed = nn.Sequential(nn.Linear(self.torso.out_dim + num_actions + 1, embed_size), nn.LayerNorm(embed_size),
+                                   nn.ReLU())
         self.rcfg = retrieval
         self.retrieval = RetrievalProcess(embed_size, retrieval) if retrieval.enabled else None
         self.core = nn.LSTM(embed_size, lstm_size, batch_first=True)

@@ -149,8 +149,8 @@ def run_variant(variant: str, base: RDQNOfflineConfig, datasets: list[Trajectory
     learner = train_offline(cfg, train, pool, seed=seed)
     train_s = time.perf_counter() - t0
     policy = policy_for(learner, pool, cfg, seed, index=index)
-    success = evaluate(policy, train.task_names[0], eval_episodes, seed)
-    return {"variant": variant, "level": train.task_names[0], "seed": seed, "episodes": len(train),
+    success = evaluate(policy, train.name, eval_episodes, seed)
+    return {"variant": variant, "level": train.name, "seed": seed, "episodes": len(train),
             "updates": cfg.updates, "train_s": round(train_s, 2), "success": success}
 
 
