@@ -60,7 +60,15 @@ def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path) -
     cfg["logging"].update({"root": str(root), "progress": False})
     cfg["checkpoint"]["interval_s"] = 10_000  # the final checkpoint is what we evaluate
     t0 = time.time()
-    summary = rlfleet.train(cfg)
+    for attempt in range(3):  # a heavily loaded machine can time out Ray's startup
+        try:
+            summary = rlfleet.train(cfg)
+            break
+        except Exception as e:  # noqa: BLE001
+            if "timed out during startup" not in str(e) or attempt == 2:
+                raise
+            print(f"{task}: Ray start timed out, retrying", flush=True)
+            t0 = time.time()
     summary["train_wall_s"] = time.time() - t0
     return summary
 
