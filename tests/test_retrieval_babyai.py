@@ -98,3 +98,43 @@ def test_r2d2_retrieval_trains_online_through_the_registry(ray_session, tiny_con
     agent = load_agent(summary["run_dir"])
     assert agent.core.online.bank_valid.any()
     assert agent.policy.net.bank_valid.any() and agent.policy.net.memory is not None
+
+
+def test_r2d2_retrieval_learner_banks_its_replay_batch_and_the_policy_acts_with_it():
+    """Without Ray: the registry's learner and policy on CartPole shapes. The learner's previous
+    batch becomes the retrieval set, it travels with the weights, and the policy's state carries
+    the slot memories."""
+    from rlfleet.platform import batch as B
+    from rlfleet.platform.envs import EnvSpec
+
+    spec = resolve_algorithm("r2d2-retrieval")
+    cfg = spec.config_cls(burn_in=2, trace=4, n_step=2, batch_size=6, lstm_size=8, mlp_hidden=[8], dueling_hidden=8,
+                          embed_size=8, retrieval={"num_slots": 2, "slot_size": 4, "summary_size": 4, "key_size": 4,
+                                                   "retrieval_batch": 3})
+    env_spec = EnvSpec((4,), "float32", 2)
+    learner = spec.make_learner(cfg, env_spec, "cpu")
+    g = torch.Generator().manual_seed(0)
+    t = 6
+    batch = {B.OBS: torch.randn(6, t + 1, 4, generator=g), B.PREV_ACTION: torch.randint(0, 2, (6, t + 1), generator=g),
+             B.PREV_REWARD: torch.rand(6, t + 1, generator=g), B.ACTION: torch.randint(0, 2, (6, t), generator=g),
+             B.REWARD: torch.rand(6, t, generator=g), B.TERMINAL: torch.zeros(6, t), B.MASK: torch.ones(6, t),
+             B.WEIGHT: torch.ones(6)}
+    batch[B.MASK][0, 3:] = 0.0
+    state = learner.online.initial_state(6)
+    for i, s in enumerate(state):
+        batch[B.state_key(i)] = s
+    assert not learner.online.bank_valid.any()
+    priorities, stats = learner.update(batch)
+    assert priorities.shape == (6,) and "kl" in stats and torch.isfinite(stats["loss"])
+    assert learner.online.bank_valid.sum(1).tolist() == [4, 7, 7]  # x_0 + 3 real steps; full sequences
+    torch.testing.assert_close(learner.online.bank_obs[1], batch[B.OBS][1])
+    _, stats2 = learner.update(batch)  # now attending over the banked batch
+    assert torch.isfinite(stats2["loss"])
+    policy = spec.make_policy(cfg, env_spec)
+    policy.load_weights(learner.acting_weights())
+    assert policy.net.bank_valid.sum() == 18 and policy.net.memory is not None
+    st = policy.initial_state(5)
+    assert [s.shape for s in st] == [(5, 8), (5, 8), (5, 8)]  # LSTM h, c and 2 slots x 4
+    actions, st = policy.act(np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32), np.zeros(5, np.int64),
+                             np.zeros(5, np.float32), st, np.zeros(5), np.random.default_rng(0))
+    assert actions.shape == (5,) and np.abs(st[2]).sum() > 0
