@@ -125,8 +125,9 @@ class RetrievalProcess(nn.Module):
         b = reverse_valid(b_rev, valid)
         return {"keys": self.w_e(h).unsqueeze(0), "values": self.w_v(b).unsqueeze(0), "valid": valid.unsqueeze(0)}
 
-    def step(self, s: torch.Tensor, m: torch.Tensor, memory: dict, sample: bool):
-        """One step for a batch: s [B, E], m [B, K, M] slot memories -> (u [B, E], m [B, K, M], kl [B])."""
+    def step(self, s: torch.Tensor, m: torch.Tensor, memory: dict, sample: bool, with_kl: bool = True):
+        """One step for a batch: s [B, E], m [B, K, M] slot memories -> (u [B, E], m [B, K, M], kl [B])
+        (kl is zero when not `with_kl`: acting needs only the posterior mean)."""
         cfg = self.cfg
         b, k, ms = m.shape
         m_in = m + self.slot_bias
@@ -136,7 +137,10 @@ class RetrievalProcess(nn.Module):
             memory = memory["index"].candidates_for(q)
         g, self.last_selection = top_k_attention(q, memory["keys"], memory["values"], memory["valid"],
                                                  cfg.top_k_trajectories, cfg.top_k_steps)
-        if cfg.bottleneck:
+        if cfg.bottleneck and not with_kl:  # acting: the posterior mean, no prior or KL to compute
+            z = self.posterior(g)[..., :ms]
+            kl = z.new_zeros(b)
+        elif cfg.bottleneck:
             mu, log_std = self.posterior(g).chunk(2, -1)
             log_std = log_std.clamp(-5.0, 2.0)
             mu_p, log_std_p = self.prior(m_in).chunk(2, -1)
@@ -252,7 +256,8 @@ class RetrievalAgentNetwork(nn.Module):
             m = state[2].view(b, self.rcfg.num_slots, self.rcfg.slot_size)
             us, kls = [], []
             for i in range(t):  # slot memories are recurrent: one step at a time
-                u, m, kl = self.retrieval.step(s[:, i], m, memory, self.sample_z and self.training)
+                u, m, kl = self.retrieval.step(s[:, i], m, memory, self.sample_z and self.training,
+                                               with_kl=torch.is_grad_enabled())
                 us.append(u)
                 kls.append(kl)
             s = s + torch.stack(us, 1)
