@@ -65,7 +65,7 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--epsilon", type=float, default=0.25, help="bot noise: random action probability")
     p.add_argument("--variants", default=",".join(offline.VARIANTS))
-    p.add_argument("--cache", default=str(RESULTS.parent / ".cache" / "babyai"), help="recorded demonstrations")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "rlfleet" / "babyai"), help="recorded demonstrations")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--resume", action="store_true", help="keep rows of an earlier run of the same settings")
     args = p.parse_args(argv)
