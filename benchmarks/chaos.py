@@ -107,8 +107,13 @@ def main() -> None:
         write_results("chaos", [calm], {})
         wild = run(args.every, args.seed, args.env_steps, root)
     rows = [calm, wild]
+    # Two estimates of the env steps lost: throughput against the calm run (sensitive to whatever else
+    # the machine does in the meantime), and downtime: each kill idles one of R runners for its recovery.
+    runners = 2  # configs/quickstart.yaml
+    downtime = sum(k["recovery_s"] or 0.0 for k in wild["kills"])
     summary = {"final_return_with_chaos": wild["value"], "final_return_without_chaos": calm["value"],
                "env_steps_lost_fraction": round(1.0 - wild["env_steps_per_s"] / calm["env_steps_per_s"], 3),
+               "env_steps_lost_fraction_downtime": round(downtime / (runners * wild["wall_s"]), 3),
                "mean_recovery_s": wild["mean_recovery_s"], "kills": len(wild["kills"])}
     print(table([[r["setting"], r["value"], r["env_steps"], r["wall_s"], r["env_steps_per_s"], r["runner_restarts"],
                   r["mean_recovery_s"]] for r in rows],

@@ -47,3 +47,17 @@ def test_episodes_are_45_steps_seeded_and_the_expert_beats_random():
 def test_gems_resolves_as_a_pz_env():
     spec = EnvMaker(resolve_env("pz:rlfleet.envs.games.gems_v0"), {}).spec()
     assert spec.agents == 2 and spec.num_actions == 5 and spec.obs_shape == (5 * 15 * 15 + 2,)
+
+
+def test_egocentric_view_is_the_same_map_centred_on_the_agent():
+    plain, ego = GemsEnv(), GemsEnv(egocentric=True)
+    obs, _ = plain.reset(seed=4)
+    view, _ = ego.reset(seed=4)
+    s = plain.size
+    for i, agent in enumerate(plain.possible_agents):
+        grid = obs[agent].reshape(5, s, s)
+        centred = view[agent].reshape(5, 2 * s - 1, 2 * s - 1)
+        r, c = plain.pos[i]
+        assert centred[0, s - 1, s - 1] == 1.0 and centred[0].sum() == 1.0  # the agent at the centre
+        np.testing.assert_array_equal(centred[:, s - 1 - r:2 * s - 1 - r, s - 1 - c:2 * s - 1 - c], grid)
+        assert centred.sum() == grid.sum()  # nothing else: off-map cells are empty
