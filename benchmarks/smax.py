@@ -77,11 +77,15 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
     cfg["checkpoint"] = {"interval_s": args.checkpoint_s, "keep": 10_000, "replay": False}
     cfg["logging"] = {"root": str(root), "progress": False}
     t0 = time.time()
-    summary = rlfleet.train(cfg, resume=args.resume)  # resume: budgets count from the run's start
-    print(f"[{scenario}] trained: {summary['env_steps']} env steps in {time.time() - t0:.0f} s "
-          f"({summary['stop_reason']})", flush=True)
+    if args.eval_only:  # a run that stopped (or was stopped) before this script could evaluate it
+        run_dir = args.resume
+    else:
+        summary = rlfleet.train(cfg, resume=args.resume)  # resume: budgets count from the run's start
+        run_dir = summary["run_dir"]
+        print(f"[{scenario}] trained: {summary['env_steps']} env steps in {time.time() - t0:.0f} s "
+              f"({summary['stop_reason']})", flush=True)
     rows = []
-    for path in ckpt.list_checkpoints(Path(summary["run_dir"]) / "checkpoints"):
+    for path in ckpt.list_checkpoints(Path(run_dir) / "checkpoints"):
         driver = json.loads((path / "driver.json").read_text())
         if int(driver["env_steps"]) in done:  # measured before this run was resumed
             continue
@@ -107,7 +111,10 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--root", default=None, help="run directories (default: a temp dir)")
     p.add_argument("--resume", default=None, help="continue this run dir (one scenario; its earlier rows are kept)")
+    p.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate the run's new checkpoints")
     args = p.parse_args(argv)
+    if args.eval_only and not args.resume:
+        p.error("--eval-only needs --resume RUN_DIR")
     if args.resume and len(args.scenarios) != 1:
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
