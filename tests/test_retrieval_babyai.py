@@ -88,10 +88,10 @@ def test_r2d2_retrieval_trains_online_through_the_registry(ray_session, tiny_con
     cfg["algorithm"].update({"name": "r2d2-retrieval", "embed_size": 16,
                              "retrieval": {"num_slots": 2, "slot_size": 8, "summary_size": 8, "key_size": 8,
                                            "retrieval_batch": 4}})
-    cfg["stop"] = {"updates": 12}
+    cfg["stop"] = {"updates": 6}
     cfg["eval"]["interval_env_steps"] = 0
     summary = rlfleet.train(cfg)
-    assert summary["updates"] >= 12 and summary["env_steps"] > 0
+    assert summary["updates"] >= 6 and summary["env_steps"] > 0
     # the learner's bank (its previous replay batch) reached the weights the runners act with
     from rlfleet.platform.agent import load_agent
 
