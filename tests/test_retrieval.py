@@ -148,6 +148,7 @@ def test_key_index_finds_the_trajectories_holding_the_best_keys_and_refreshes_in
     whose observations match the query direction, and re-embed after the weights change."""
     from rlfleet.algorithms.retrieval.learner import make_offline_network
 
+    pytest.importorskip("faiss", reason="the retrieval extra (faiss-cpu) is not installed")
     rng = np.random.default_rng(0)
     cfg = RDQNOfflineConfig(mlp_hidden=[16], embed_size=8, lstm_size=8, dueling_hidden=8,
                             retrieval=RetrievalConfig(summary_size=8, key_size=4, slot_size=8, index_candidates=3))
