@@ -12,6 +12,7 @@ install:
 install-test:
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q --no-deps pysc2==4.0.0  # its deps are in [test]; --no-deps keeps pygame-ce as `pygame`
 
 quickstart: install
 	$(PYTHON) -m rlfleet train configs/quickstart.yaml

@@ -191,7 +191,8 @@ class EnvMaker:
     def batch(self, n: int, seed: int):
         make_batch = getattr(self.factory, "make_batch", None)
         if make_batch is not None:  # envs vectorized natively (e.g. JAX vmap): one object, n envs
-            return make_batch(n, seed, **self.kwargs)
+            return make_batch(n, seed, **{"agent_id": self.agent_id, "policy_mapping": self.policy_mapping,
+                                          **self.kwargs})
         if self.vectorization == "sync":
             import gymnasium as gym
 
