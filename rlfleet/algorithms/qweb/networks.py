@@ -3,7 +3,7 @@
 Encoders: instruction fields (key and value word embeddings) and DOM elements (tag, text, value,
 id/classes words, geometry, flags); each (element, field) pair is encoded from their product and
 the explicit DOM-vs-instruction match features. A core (feed-forward or LSTM, fed the page
-summary and the previous action and reward) conditions three Q-heads as in QWeb:
+summary - instruction, elements and how they match - and the previous action and reward) conditions three Q-heads as in QWeb:
 Q_elem(e) picks the element, Q_type(e) in {click, type}, Q_field(e, f) which field to type.
 They add up into the flat composite action the env exposes (a = e * (1 + F) + k):
   Q(e, click)   = Q_elem(e) + Q_type(e, click)
@@ -40,7 +40,7 @@ class QWebNetwork(nn.Module):
         self.elem_enc = _mlp(4 * d + enc.GEOMETRY + enc.FLAGS, h, h)
         self.pair_enc = _mlp(h + 2, h, h)
         self.use_lstm, self.hidden = cfg.use_lstm, cfg.lstm_size
-        core_in = 2 * h + num_actions + 1
+        core_in = 3 * h + num_actions + 1
         self.core = nn.LSTM(core_in, cfg.lstm_size, batch_first=True) if cfg.use_lstm else _mlp(core_in, cfg.lstm_size)
         self.q_elem = _mlp(2 * h + cfg.lstm_size, h, 1)
         self.q_type = _mlp(2 * h + cfg.lstm_size, h, 2)
@@ -59,7 +59,8 @@ class QWebNetwork(nn.Module):
         return self.embed(ids).sum(-2) / count
 
     def encode(self, obs: torch.Tensor):
-        """obs [N, F + E, W] -> element h [N, E, H], pairs z [N, E, F, H], masks, page summary [N, 2H]."""
+        """obs [N, F + E, W] -> element h [N, E, H], element-to-instruction context [N, E, H],
+        pairs z [N, E, F, H], page summary [N, 3H] (instruction, elements, their links)."""
         L = self.L
         nf = L.max_fields
         fields, elems = obs[:, :nf], obs[:, nf:]
@@ -77,8 +78,12 @@ class QWebNetwork(nn.Module):
         ctx = z.amax(2)  # the element's strongest link to any field
         e = e * e_mask.unsqueeze(-1)
         instr = (f * f_mask.unsqueeze(-1)).sum(1) / f_mask.sum(1, keepdim=True).clamp(min=1)
-        page = (e * e_mask.unsqueeze(-1)).sum(1) / e_mask.sum(1, keepdim=True).clamp(min=1)
-        return e, ctx, z, torch.cat([instr, page], -1)
+        count = e_mask.sum(1, keepdim=True).clamp(min=1)
+        page = (e * e_mask.unsqueeze(-1)).sum(1) / count
+        # how the page as a whole matches the instruction (e.g. "the text is typed"): every element's
+        # Q-heads see it through the core, not only the element that holds the match
+        links = (ctx * e_mask.unsqueeze(-1)).sum(1) / count
+        return e, ctx, z, torch.cat([instr, page, links], -1)
 
     def unroll(self, obs, prev_action, prev_reward, state: tuple):
         """obs [B, T, F + E, W], prev_action [B, T], prev_reward [B, T] -> (Q [B, T, A], state)."""
