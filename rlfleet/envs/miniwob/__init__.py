@@ -60,7 +60,8 @@ class MiniWoBFactory:
         except TypeError as e:
             raise UserError(f"miniwob:{self.task}: bad env kwargs ({e})") from None
 
-    def make_batch(self, n: int, seed: int, **kwargs):
+    def make_batch(self, n: int, seed: int, agent_id=None, policy_mapping=None, **kwargs):
+        """`agent_id`, `policy_mapping`: multi-agent settings the platform passes; one agent here."""
         from rlfleet.envs.miniwob.batch import MiniWoBBatch
 
         return MiniWoBBatch([self(**kwargs) for _ in range(n)], seed)
