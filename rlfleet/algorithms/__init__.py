@@ -1,2 +1,2 @@
 """Built-in algorithms; importing this package registers them."""
-from rlfleet.algorithms import mamql, r2d2, retrieval  # noqa: F401
+from rlfleet.algorithms import mamql, qweb, r2d2, retrieval  # noqa: F401

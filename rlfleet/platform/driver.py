@@ -226,6 +226,7 @@ class Experiment:
         self.last_ckpt = time.time()
         recent = deque(maxlen=100)
         stats_refs: dict[int, tuple] = {}  # runner index -> (pending stats() ref, when it was sent)
+        dropped: dict[int, int] = {}  # runner index -> episodes it dropped (counted by the current actor)
         eval_ref, eval_step = None, 0
         window = {"t": time.time(), "steps": self.env_steps, "updates": None, "episodes": []}
         runner_time = {}
@@ -257,6 +258,7 @@ class Experiment:
                         self._replace_runner(i, e)
                         continue
                     self.last_runner_steps[i] = st["env_steps"]
+                    dropped[i] = st.get("episodes_dropped", 0)  # broken episodes (e.g. a crashed browser)
                     runner_time[i] = st["time"]
                     versions[i] = st["weights_version"]
                     for ret, _length in st["episodes"]:
@@ -292,6 +294,7 @@ class Experiment:
                         "episode_return": float(np.mean(window["episodes"])) if window["episodes"] else None,
                         "episode_return_100": float(np.mean(recent)) if recent else None,
                         "episodes": self.episodes, "runner_restarts": self.restarts,
+                        "episodes_dropped": sum(dropped.values()),
                         "weights_version_learner": learner_stats["weights_version"],
                         "weights_version_runners_min": min(versions.values()) if versions else None,
                         "eval_return": self.evals[-1]["return_mean"] if self.evals else None,
