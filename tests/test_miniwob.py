@@ -62,6 +62,17 @@ def test_reset_step_and_no_profile_left(profile_root):
     assert list(profile_root.iterdir()) == []
 
 
+def test_render_is_a_screenshot_of_the_page(profile_root):
+    env = resolve_env("miniwob:click-button")(render_mode="rgb_array")
+    try:
+        env.reset(seed=2)
+        frame = env.render()  # what `rlfleet eval --render` saves, one frame per step
+        assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
+        assert frame.shape[0] >= 150 and frame.shape[1] >= 150 and len(np.unique(frame.reshape(-1, 3), axis=0)) > 5
+    finally:
+        env.close()
+
+
 def test_dom_extraction_and_action_mapping(profile_root):
     env = resolve_env("miniwob:login-user")(max_elements=16, max_fields=3, max_steps=6)
     L = env.layout

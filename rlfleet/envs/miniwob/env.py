@@ -32,13 +32,15 @@ class BrowserFailure(Exception):
 
 
 class MiniWoBEnv(gym.Env):
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task: str, max_elements: int = 32, max_fields: int = 4, max_steps: int = 10,
                  typeable_only: bool = True, shaping: bool = False, shaping_gamma: float = 0.99, shaping_scale: float = 0.25,
                  warm_start_episodes: int = 0, subgoal_episodes: int = 0, command_timeout: float = 20.0,
-                 data_mode: str = "train", profile_root: str | None = None):
-        self.task = task
+                 data_mode: str = "train", profile_root: str | None = None, render_mode: str | None = None):
+        if render_mode not in (None, "rgb_array"):
+            raise UserError(f"miniwob:{task}: render_mode must be 'rgb_array' (a screenshot), got {render_mode!r}")
+        self.task, self.render_mode = task, render_mode
         self.layout = enc.DomLayout(max_elements, max_fields)
         self.max_steps, self.typeable_only = max_steps, typeable_only
         self.shaping, self.shaping_gamma, self.shaping_scale = shaping, shaping_gamma, shaping_scale
@@ -208,6 +210,17 @@ class MiniWoBEnv(gym.Env):
 
     def action_mask(self) -> np.ndarray:
         return self.mask.copy()
+
+    def render(self):
+        """A screenshot of the page (rgb_array [H, W, 3] uint8), e.g. for `rlfleet eval --render`."""
+        if self.render_mode != "rgb_array" or self.browser is None:
+            return None
+        import io
+
+        from PIL import Image
+
+        png = self.browser.driver.get_screenshot_as_png()
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
     def close(self):
         if self.browser is not None:
