@@ -160,9 +160,10 @@ def rlfleet_steps_per_s(cfg, algo_cfg, maker: EnvMaker, policy: str, runners: in
     shard = ray.remote(ReplayShard).options(num_cpus=0.1, max_concurrency=4).remote(
         capacity=20_000, alpha=0.9, beta=0.6, min_size=1, samples_per_insert=None, error_buffer=100, seed=0)
     source = ray.remote(WeightsSource).options(num_cpus=0.01).remote(weights)
-    eps = apex_epsilons(runners * num_envs)
+    slots = num_envs * maker.agents_per_env()  # a runner's epsilons: one per (env, agent) slot
+    eps = apex_epsilons(runners * slots)
     actors = [ray.remote(EnvRunner).options(num_cpus=0.5, max_concurrency=4).remote(
-        i, maker, make_policy, algo_cfg, layout, eps[i * num_envs:(i + 1) * num_envs], [shard], source, weights,
+        i, maker, make_policy, algo_cfg, layout, eps[i * slots:(i + 1) * slots], [shard], source, weights,
         ship_interval, cfg.runners.weight_sync_interval, seed=i) for i in range(runners)]
     ray.get([a.start.remote() for a in actors])
     time.sleep(warmup)
