@@ -27,3 +27,15 @@ def random_legal_actions(rng: np.random.Generator, n: int, num_actions: int, act
         return rng.integers(0, num_actions, n).astype(np.int64)
     scores = rng.random((n, num_actions)) + action_mask  # any legal action beats every illegal one
     return scores.argmax(-1).astype(np.int64)
+
+
+def epsilon_greedy(q: np.ndarray, epsilon, rng: np.random.Generator, action_mask=None) -> np.ndarray:
+    """Per-slot epsilon-greedy over Q [N, A] (Ape-X: slot i explores with probability epsilon[i]);
+    with a mask, both the greedy and the random choice are among the legal actions only."""
+    if action_mask is not None:
+        q = np.where(action_mask, q, -np.inf)
+    actions = q.argmax(-1)
+    explore = rng.random(len(actions)) < epsilon
+    if explore.any():
+        actions = np.where(explore, random_legal_actions(rng, len(actions), q.shape[-1], action_mask), actions)
+    return actions.astype(np.int64)

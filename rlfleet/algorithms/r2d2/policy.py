@@ -7,7 +7,7 @@ from torch import nn
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
 from rlfleet.algorithms.r2d2.networks import GroupedR2D2Network, MLPTorso, R2D2Network, make_network
-from rlfleet.platform.policies import random_legal_actions
+from rlfleet.platform.policies import epsilon_greedy
 
 
 def _linears(module: nn.Module) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -123,10 +123,4 @@ class R2D2Policy:
         """Returns (actions [N], next state). Slot i explores with probability epsilon[i]; with an
         action mask, both the greedy and the random choice are among the legal actions only."""
         q, state = self.q_values(obs, prev_action, prev_reward, state)
-        if action_mask is not None:
-            q = np.where(action_mask, q, -np.inf)
-        actions = q.argmax(-1)
-        explore = rng.random(len(actions)) < epsilon
-        if explore.any():
-            actions = np.where(explore, random_legal_actions(rng, len(actions), self.num_actions, action_mask), actions)
-        return actions.astype(np.int64), state
+        return epsilon_greedy(q, epsilon, rng, action_mask), state

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rlfleet.platform.policies import random_legal_actions
+from rlfleet.platform.policies import epsilon_greedy
 
 
 class RetrievalPolicy:
@@ -61,10 +61,4 @@ class RetrievalPolicy:
     def act(self, obs, prev_action, prev_reward, state, epsilon: np.ndarray, rng: np.random.Generator,
             action_mask: np.ndarray | None = None):
         q, state = self.q_values(obs, prev_action, prev_reward, state)
-        if action_mask is not None:
-            q = np.where(action_mask, q, -np.inf)
-        actions = q.argmax(-1)
-        explore = rng.random(len(actions)) < epsilon
-        if explore.any():
-            actions = np.where(explore, random_legal_actions(rng, len(actions), self.num_actions, action_mask), actions)
-        return actions.astype(np.int64), state
+        return epsilon_greedy(q, epsilon, rng, action_mask), state

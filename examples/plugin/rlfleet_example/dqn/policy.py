@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from rlfleet.platform.policies import random_legal_actions
+from rlfleet.platform.policies import epsilon_greedy
 from rlfleet_example.dqn.networks import QNetwork
 
 
@@ -20,10 +20,5 @@ class DQNPolicy:
     @torch.inference_mode()
     def act(self, obs, prev_action, prev_reward, state, epsilon, rng, action_mask=None):
         q = self.net(torch.from_numpy(np.asarray(obs, np.float32))).numpy()
-        if action_mask is not None:
-            q = np.where(action_mask, q, -np.inf)
-        actions = q.argmax(-1)
-        explore = rng.random(len(actions)) < epsilon  # per-slot epsilons (Ape-X), set by the runner
-        if explore.any():
-            actions = np.where(explore, random_legal_actions(rng, len(actions), self.num_actions, action_mask), actions)
-        return actions.astype(np.int64), state
+        # per-slot epsilons (Ape-X), set by the runner; masks honoured in both choices
+        return epsilon_greedy(q, epsilon, rng, action_mask), state
