@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlfleet.algorithms.r2d2.config import R2D2Config
+from rlfleet.algorithms.r2d2.networks import R2D2Network
 
 
 def _encoder(channels: int) -> nn.Sequential:
@@ -76,11 +77,7 @@ class FullyConvR2D2Network(nn.Module):
         self.to_map = nn.Linear(cfg.lstm_size, 16)
         self.point_head = nn.Conv2d(self.torso.channels + 16, 1, 1)
 
-    def initial_state(self, batch_size: int, device=None) -> tuple:
-        if not self.use_lstm:
-            return ()
-        z = torch.zeros(batch_size, self.hidden, device=device)
-        return (z, z.clone())
+    initial_state = R2D2Network.initial_state  # same LSTM core state (use_lstm, hidden)
 
     def unroll(self, obs, prev_action, prev_reward, state: tuple):
         """obs [B, T, D], prev_action [B, T], prev_reward [B, T] -> (Q [B, T, F*V*P], final state)."""
