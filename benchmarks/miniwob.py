@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, table, write_results  # noqa: E402
 
 import rlfleet  # noqa: E402
+from rlfleet.platform.config import parse_overrides, set_path  # noqa: E402
 import rlfleet.algorithms.qweb  # noqa: E402,F401  (registers qweb)
 import rlfleet.envs.miniwob  # noqa: E402,F401  (registers miniwob:)
 
@@ -36,9 +37,10 @@ TASKS = {
     "click-test": (1500, {}),
     "click-button": (3000, {}),
     "focus-text": (1500, {}),
-    "enter-text": (3000, CURRICULUM),
-    "click-checkboxes": (3000, CURRICULUM),
-    "login-user": (3000, CURRICULUM),
+    "enter-text": (6000, CURRICULUM),
+    # 2-6 boxes, each a target with p = 0.5: up to 6 target fields (+ the button) and 7 steps
+    "click-checkboxes": (10000, {**CURRICULUM, "max_fields": 6, "max_steps": 8}),
+    "login-user": (8000, CURRICULUM),
     # harder: no scripted solver, so no warm starts; shaping only; a token budget on this machine
     "search-engine": (800, {"shaping": True}),
     "email-inbox": (800, {"shaping": True}),
@@ -47,7 +49,8 @@ TASKS = {
 BASIC = list(TASKS)[:6]
 
 
-def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, small_net: bool = False) -> dict:
+def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, small_net: bool = False,
+               samples_per_insert: float | None = None, overrides: list[str] | None = None) -> dict:
     cfg = yaml.safe_load(BASE.read_text())
     cfg["name"] = f"miniwob-{task}"
     cfg["seed"] = seed
@@ -60,6 +63,10 @@ def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, s
     if small_net:  # 2.4x cheaper updates (the CPU learner is the bottleneck on multi-step tasks)
         cfg["algorithm"].update(hidden=32, embed_dim=16, lstm_size=32)
         cfg["replay"]["samples_per_insert"] = 16
+    if samples_per_insert:
+        cfg["replay"]["samples_per_insert"] = samples_per_insert
+    for key, value in parse_overrides(overrides):  # --set key.path=value, as `rlfleet train --set`
+        set_path(cfg, key, value)
     cfg["logging"].update({"root": str(root), "progress": False})
     cfg["checkpoint"]["interval_s"] = 10_000  # the final checkpoint is what we evaluate
     t0 = time.time()
@@ -105,6 +112,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every task's env-step budget")
     ap.add_argument("--small-net", action="store_true", help="hidden 32, embed 16, 16 samples per insert")
+    ap.add_argument("--samples-per-insert", type=float, default=None, help="replay ratio override")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides after the task's, e.g. algorithm.trace=3 env.kwargs.max_elements=16")
     args = ap.parse_args()
     path = RESULTS / "miniwob.json"
     mine: list[dict] = []
@@ -118,12 +128,12 @@ def main() -> None:
     for task in args.tasks:
         steps, kwargs = TASKS[task]
         steps = int(steps * args.scale)
-        s = train_task(task, steps, kwargs, args.seed, root, args.small_net)
+        s = train_task(task, steps, kwargs, args.seed, root, args.small_net, args.samples_per_insert, args.set)
         ev = greedy_success(s["run_dir"], args.episodes, args.eval_envs, 1_000_000 + args.seed)
         row = {"system": "rlfleet-qweb", "setting": task, "seed": args.seed, "env_steps": s["env_steps"],
                "wall_s": round(s["train_wall_s"], 1), "metric": "greedy_success", "value": ev["success"],
                "updates": s["updates"], "train_episodes": s["episodes"], "env_kwargs": kwargs,
-               "small_net": args.small_net,
+               "small_net": args.small_net, "samples_per_insert": args.samples_per_insert, "overrides": args.set,
                "eval": ev, "evals_during_training": s.get("evals", [])}
         mine.append(row)
         print(f"{task}: success {ev['success']:.2f} over {ev['episodes']} greedy episodes after "

@@ -48,7 +48,7 @@ def test_reset_step_and_no_profile_left(profile_root):
     env = resolve_env("miniwob:click-test")(max_elements=16, max_fields=2)
     try:
         obs, info = env.reset(seed=1)
-        assert obs.shape == (18, enc.DomLayout.BASE_WIDTH + 4) and obs.dtype == np.float32
+        assert obs.shape == (18, enc.DomLayout.BASE_WIDTH + 2 * enc.MATCHES) and obs.dtype == np.float32
         assert len(list(profile_root.iterdir())) == 1  # a fresh profile for this browser
         mask = env.action_mask()
         assert mask.shape == (16 * 3,) and mask.any()
@@ -99,7 +99,10 @@ def test_dom_extraction_and_action_mapping(profile_root):
         obs, r, term, _, info = env.step(L.encode_action(user, 0))
         assert not info["illegal"] and not term
         assert env.elements[user]["value"] == env.fields[0][1]
-        assert obs[L.max_fields + user, L.MATCH + 1] == 1.0 and obs[L.max_fields + user, L.MATCH + 3] == 0.0
+        m = obs[L.max_fields + user, L.MATCH:L.MATCH + 2 * enc.MATCHES].reshape(2, enc.MATCHES)
+        assert m[0, 1] == 1.0 and m[1, 1] == 0.0  # holds the username's value, not the password's
+        assert m[0, 2] == 1.0 and m[1, 2] == 0.0  # its id names the username field's key
+        assert obs[L.max_fields + label, L.MATCH + 2] == 1.0  # so does the label's text
         assert enc.potential(env.fields, env.elements) == 0.5
     finally:
         env.close()
@@ -161,3 +164,26 @@ def test_curriculum_switches(profile_root):
         assert typed >= 1  # some episodes started with the text already typed
     finally:
         env.close()
+
+
+def test_shaping_potential_counts_values_in_aligned_inputs_only():
+    def el(tag, attrs, value="", text=""):
+        return {"tag": tag, "attrs": attrs, "value": value, "text": text}
+
+    fields = [("username", "kim"), ("password", "x9")]
+    right = [el("label", "bold", text="Username"), el("input_text", "username", "kim"), el("input_password", "password")]
+    wrong = [el("label", "bold", text="Username"), el("input_text", "username"), el("input_password", "password", "kim")]
+    assert enc.potential(fields, right) == 0.5
+    assert enc.potential(fields, wrong) == 0.0  # the username typed into the password box
+    # no element names the field's key (enter-text's "target"): any element holding the value counts
+    assert enc.potential([("target", "kim")], [el("input_text", "tt", "kim")]) == 1.0
+    # a checkbox takes its label's text, so the instruction's word matches the box itself
+    dom = [{"ref": 5, "parent": 4, "tag": "label", "text": "", "value": None, "id": "", "classes": "",
+            "left": [0], "top": [0], "width": [9], "height": [9], "flags": [0, 0, 0, 0]},
+           {"ref": 6, "parent": 5, "tag": "input_checkbox", "text": "", "value": False, "id": "ch0", "classes": "",
+            "left": [0], "top": [0], "width": [9], "height": [9], "flags": [0, 0, 0, 0]},
+           {"ref": 7, "parent": 5, "tag": "t", "text": "HF2", "value": None, "id": "", "classes": "",
+            "left": [0], "top": [0], "width": [9], "height": [9], "flags": [0, 0, 0, 1]}]
+    box = enc.visible_elements(dom, 8)[1]
+    assert box["tag"] == "input_checkbox" and box["text"] == "HF2"
+    assert enc.field_matches("HF2", box, "target 0")[0] == 1.0

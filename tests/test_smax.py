@@ -141,3 +141,32 @@ def test_r2d2_with_parameter_sharing_trains_on_smax_3m_through_ray(ray_session, 
     # battles last at most 30 steps (90 agent steps), one episode per agent each: of the >= 1500
     # agent steps at most 4 battles (one per env) are still running at the end
     assert summary["episodes"] >= 3 * (1500 // 90 - 4)
+
+
+def test_dead_agents_wait_for_the_battle_end_with_the_team_reward():
+    """dead_agents="wait" (JaxMARL's baselines): a dead unit stays in its battle, can only stop,
+    and gets the team's (scaled) reward until the battle ends; no slot ever sits out."""
+    b = smax.SmaxBatch(3, 7, "3m", max_steps=MAX_STEPS, dead_agents="wait", reward_scale=10.0)
+    plain = smax.SmaxBatch(3, 7, "3m", max_steps=MAX_STEPS)
+    rng = np.random.default_rng(0)
+    b.reset(), plain.reset()
+    waited = 0
+    for _ in range(6 * MAX_STEPS):
+        actions = random_legal_actions(rng, len(b), b.spec.num_actions, b.action_mask)
+        res, ref = b.step(actions), plain.step(actions)  # same battles, same actions
+        assert not res.reset_step.any()
+        done = np.repeat(b.last_done, 3)
+        assert not (res.terminated | res.truncated)[~done].any()  # nobody's episode ends before the battle's
+        reward = res.reward.reshape(3, 3)
+        np.testing.assert_allclose(reward, reward[:, :1].repeat(3, 1))  # every unit gets the team reward
+        live = ~ref.reset_step
+        np.testing.assert_allclose(res.reward[live], 10.0 * ref.reward[live], rtol=1e-5)
+        dead = ~np.asarray(b._state.state.unit_alive)[:, :3].reshape(-1) & ~done
+        waited += dead.sum()
+        assert (b.action_mask[dead].sum(1) == 1).all()  # the dead can only stop
+    assert waited > 0
+
+
+def test_bad_dead_agents_option_is_a_user_error():
+    with pytest.raises(UserError, match="dead_agents"):
+        smax.SmaxBatch(1, 0, "3m", dead_agents="respawn")

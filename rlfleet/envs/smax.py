@@ -124,7 +124,16 @@ class SmaxBatch:
 
     def __init__(self, n: int, seed: int, scenario: str, agent_id: bool = True, policy_mapping="shared",
                  global_state: bool = False, max_steps: int = 100, enemy_shoots: bool = True,
-                 attack_mode: str = "closest", won_battle_bonus: float = 1.0):
+                 attack_mode: str = "closest", won_battle_bonus: float = 1.0, dead_agents: str = "sit_out",
+                 reward_scale: float = 1.0):
+        """`dead_agents`: "sit_out" (a dead unit's episode ends when it dies) or "wait" (as in
+        JaxMARL's baselines: it stays in the battle until the end with only the stop action legal
+        and keeps receiving the team reward, so a unit's value includes the win its death helped:
+        "noble sacrifice"). `reward_scale` multiplies rewards (JaxMARL's IQL/QMIX use 10, SMAC's
+        scale: SMAX rewards sum to about 1 + the win bonus per battle)."""
+        if dead_agents not in ("sit_out", "wait"):
+            raise UserError(f"env.kwargs.dead_agents must be 'sit_out' or 'wait', got {dead_agents!r}")
+        self.dead_wait, self.reward_scale = dead_agents == "wait", float(reward_scale)
         self.env = make_smax(scenario, max_steps, enemy_shoots, attack_mode, won_battle_bonus)
         self.scenario, self.num_envs, self.seed = scenario, n, seed
         env = self.env
@@ -177,11 +186,15 @@ class SmaxBatch:
         next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = jax.device_get(out)
         live = self._live
         sat_out = ~live
+        if self.dead_wait:  # every agent's episode is the battle
+            agent_dead = np.zeros_like(agent_dead)
         # an agent's episode ends when it dies or the battle ends; a battle that ran out of time
         # truncates the agents still alive (bootstrapping stays valid for them)
         term = live & (agent_dead | (done & ~timeout)[:, None])
         trunc = live & ~term & timeout[:, None]
         self._live = np.where(done[:, None], True, live & ~agent_dead)
+        if self.reward_scale != 1.0:
+            reward = reward * np.float32(self.reward_scale)
         self.world_state, self.last_done, self.last_won = ws, done, won
         self.action_mask = mask.reshape(self.n, -1)
         return StepResult(next_x.reshape(self.n, -1), (reward * live).reshape(-1), term.reshape(-1),

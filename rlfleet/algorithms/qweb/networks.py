@@ -38,7 +38,7 @@ class QWebNetwork(nn.Module):
         self.embed = nn.Embedding(enc.VOCAB, d, padding_idx=0)
         self.field_enc = _mlp(2 * d, h, h)
         self.elem_enc = _mlp(4 * d + enc.GEOMETRY + enc.FLAGS, h, h)
-        self.pair_enc = _mlp(h + 2, h, h)
+        self.pair_enc = _mlp(h + enc.MATCHES, h, h)
         self.use_lstm, self.hidden = cfg.use_lstm, cfg.lstm_size
         core_in = 3 * h + num_actions + 1
         self.core = nn.LSTM(core_in, cfg.lstm_size, batch_first=True) if cfg.use_lstm else _mlp(core_in, cfg.lstm_size)
@@ -72,7 +72,7 @@ class QWebNetwork(nn.Module):
             self._bow(elems[..., L.TAG:L.TEXT]), self._bow(elems[..., L.TEXT:L.VALUE]),
             self._bow(elems[..., L.VALUE:L.ATTRS]), self._bow(elems[..., L.ATTRS:L.GEOM]),
             elems[..., L.GEOM:L.MATCH]], -1))
-        match = elems[..., L.MATCH:L.MATCH + 2 * nf].reshape(elems.shape[0], L.max_elements, nf, 2)
+        match = elems[..., L.MATCH:L.MATCH + enc.MATCHES * nf].reshape(elems.shape[0], L.max_elements, nf, enc.MATCHES)
         z = self.pair_enc(torch.cat([e.unsqueeze(2) * f.unsqueeze(1), match], -1))  # [N, E, F, H]
         z = z * f_mask[:, None, :, None]
         ctx = z.amax(2)  # the element's strongest link to any field

@@ -4,11 +4,14 @@ Observation: one float32 array of shape [F + E, W] (F instruction fields, E DOM 
 - field row f: [present, key tokens (KEY_TOKENS), value tokens (VALUE_TOKENS), 0...]
 - element row e: [present, tag token, text tokens, value tokens, id/class tokens, left, top,
   width, height (scaled to the 160x210 task area), focused, tampered, targeted, is_leaf,
-  typeable, then 2 per field: share of the field's value tokens found in the element's text,
-  and whether the element's value equals the field's value].
+  typeable, then MATCHES (3) per field: share of the field's value words found in the element's
+  text, whether the element's value equals the field's value, and share of the field's key words
+  found in the element's text or id/classes (the username input of a login form)].
 Tokens are hashed words (ids in [1, VOCAB), 0 = padding), so there is no vocabulary to ship;
 the network embeds them. Text pseudo-elements (MiniWoB's tag "t", e.g. a checkbox label's text)
-are merged into their parent element, which is what a click can target.
+are merged into their parent element, which is what a click can target; a checkbox or radio
+button with no text of its own takes its label's (so "select HF2" matches the box, whose value
+says whether it is ticked).
 
 Action: one flat Discrete index over element x {click, type field f}:
 a = e * (1 + F) + k, k = 0: click element e; k = 1 + f: focus element e and type field f's value.
@@ -27,6 +30,8 @@ VOCAB = 4096
 KEY_TOKENS, VALUE_TOKENS = 2, 6
 TAG_TOKENS, TEXT_TOKENS, ELEM_VALUE_TOKENS, ATTR_TOKENS = 1, 8, 6, 4
 GEOMETRY, FLAGS = 4, 5  # left, top, width, height; focused, tampered, targeted, is_leaf, typeable
+MATCHES = 3  # per field: value words in text, value equal, key words in text or id/classes
+LABELLED = ("input_checkbox", "input_radio")  # take their parent label's text
 TASK_W, TASK_H = 160.0, 210.0
 TYPEABLE = ("input_text", "input_password", "input_email", "input_number", "input_search", "input_tel",
             "input_url", "textarea", "input_date", "input_time")
@@ -55,7 +60,7 @@ class DomLayout:
     ATTRS = VALUE + ELEM_VALUE_TOKENS
     GEOM = ATTRS + ATTR_TOKENS
     FLAG = GEOM + GEOMETRY
-    MATCH = FLAG + FLAGS  # 2 per field
+    MATCH = FLAG + FLAGS  # MATCHES per field
     BASE_WIDTH = MATCH
     # field row
     KEY = 1
@@ -63,7 +68,7 @@ class DomLayout:
 
     @property
     def width(self) -> int:
-        return self.BASE_WIDTH + 2 * self.max_fields
+        return self.BASE_WIDTH + MATCHES * self.max_fields
 
     @property
     def rows(self) -> int:
@@ -80,7 +85,7 @@ class DomLayout:
     @classmethod
     def from_spec(cls, obs_shape, num_actions: int) -> "DomLayout":
         rows, width = obs_shape
-        f = (width - cls.BASE_WIDTH) // 2
+        f = (width - cls.BASE_WIDTH) // MATCHES
         layout = cls(rows - f, f)
         if layout.shape != tuple(obs_shape) or layout.num_actions != num_actions:
             raise ValueError(f"observation {obs_shape} / {num_actions} actions is not a MiniWoB DOM layout")
@@ -113,15 +118,25 @@ def visible_elements(dom_elements, max_elements: int) -> list[dict]:
                 "width": float(el["width"][0]), "height": float(el["height"][0]), "flags": el["flags"]}
         by_ref[item["ref"]] = item
         out.append(item)
+    for item in out:
+        parent = by_ref.get(item["parent"])
+        if item["tag"] in LABELLED and not item["text"] and parent is not None and parent["tag"] == "label":
+            item["text"] = parent["text"]
     return out[:max_elements]
 
 
-def field_matches(field_value: str, element: dict) -> tuple[float, float]:
-    """(share of the field's words in the element's text, element value == field value)."""
+def _share(words: list[str], text: str) -> float:
+    have = set(_WORD.findall(text.lower()))
+    return sum(w in have for w in words) / len(words) if words else 0.0
+
+
+def field_matches(field_value: str, element: dict, field_key: str = "") -> tuple[float, float, float]:
+    """(share of the field's value words in the element's text, element value == field value,
+    share of the field's key words in the element's text or id/classes)."""
     words = _WORD.findall(str(field_value).lower())
-    have = set(_WORD.findall(element["text"].lower()))
-    share = sum(w in have for w in words) / len(words) if words else 0.0
-    return share, float(element["value"].strip().lower() == str(field_value).strip().lower() and bool(words))
+    equal = float(element["value"].strip().lower() == str(field_value).strip().lower() and bool(words))
+    key = _share(_WORD.findall(str(field_key).lower()), element["text"] + " " + element["attrs"].replace("-", " "))
+    return _share(words, element["text"]), equal, key
 
 
 def encode(layout: DomLayout, fields, elements: list[dict], out: np.ndarray | None = None) -> np.ndarray:
@@ -147,8 +162,8 @@ def encode(layout: DomLayout, fields, elements: list[dict], out: np.ndarray | No
         row[L.GEOM:L.GEOM + 4] = (el["left"] / TASK_W, el["top"] / TASK_H, el["width"] / TASK_W, el["height"] / TASK_H)
         row[L.FLAG:L.FLAG + 4] = el["flags"]
         row[L.FLAG + 4] = el["tag"] in TYPEABLE
-        for f, (_, value) in enumerate(fields):
-            row[L.MATCH + 2 * f:L.MATCH + 2 * f + 2] = field_matches(value, el)
+        for f, (key, value) in enumerate(fields):
+            row[L.MATCH + MATCHES * f:L.MATCH + MATCHES * (f + 1)] = field_matches(value, el, key)
     return obs
 
 
@@ -170,9 +185,17 @@ def legal_actions(layout: DomLayout, num_fields: int, elements: list[dict], out:
 
 
 def potential(fields, elements: list[dict]) -> float:
-    """QWeb's shaping potential: the share of instruction fields whose value some element holds
-    (DOM-vs-instruction matching); F = gamma * phi(s') - phi(s) keeps optimal policies (Ng et al. 1999)."""
+    """QWeb's shaping potential: the share of instruction fields whose value is held by an element
+    aligned with the field (DOM-vs-instruction matching: an element whose text or id names the
+    field's key when there is one, e.g. the username input; any element otherwise), so a value
+    typed into the wrong input earns nothing. F = gamma * phi(s') - phi(s) keeps optimal policies
+    (Ng et al. 1999)."""
     fields = list(fields)
     if not fields:
         return 0.0
-    return sum(any(field_matches(v, el)[1] for el in elements) for _, v in fields) / len(fields)
+    held = 0
+    for key, value in fields:
+        matches = [field_matches(value, el, key) for el in elements]
+        aligned = [m for m in matches if m[2] > 0] or matches
+        held += any(m[1] for m in aligned)
+    return held / len(fields)
