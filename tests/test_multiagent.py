@@ -6,7 +6,7 @@ import functools
 import gymnasium as gym
 import numpy as np
 import pytest
-from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo import ParallelEnv
 
 from rlfleet.platform.envs import EnvMaker
 from rlfleet.platform.errors import UserError
@@ -57,11 +57,6 @@ class Dwindling(ParallelEnv):
         return obs, rewards, terms, truncs, {a: {} for a in obs}
 
 
-class TurnBased(AECEnv):
-    metadata = {"name": "turn_based_v0"}
-    possible_agents = ["x", "o"]
-
-
 def test_slots_masks_and_absent_agents():
     batch = EnvMaker(Dwindling, {}).batch(2, seed=0)
     spec = batch.spec
@@ -95,8 +90,8 @@ def test_pz_family_resolves_parallel_envs_and_explains_bad_names():
     assert spec.num_actions == 5 and spec.obs_shape == (18 + 3,) and not spec.action_mask
     with pytest.raises(UserError, match="did you mean: pz:mpe2.simple_spread_v3"):
         resolve_env("pz:mpe2.simple_sprad_v3")
-    with pytest.raises(UserError, match="turn-based"):
-        EnvMaker(TurnBased, {}).spec()
+    spec = EnvMaker(resolve_env("pz:pettingzoo.classic.connect_four_v3"), {}).spec()  # AEC: tests/test_turn_based.py
+    assert spec.turn_based and spec.agents == 2 and spec.action_mask and spec.obs_shape == (6 * 7 * 2 + 2,)
     with pytest.raises(UserError, match="single-agent"):
         EnvMaker(resolve_env("pz:mpe2.simple_spread_v3"), {}, observation_mask=[0]).spec()
 

@@ -1,6 +1,8 @@
-"""`pz:<module>`: PettingZoo envs by module path, e.g. `pz:mpe2.simple_spread_v3` or
-`pz:pettingzoo.butterfly.pistonball_v6`. The module's `parallel_env` is used (env kwargs go to
-it); modules with only the turn-based `env` are recognised and rejected with a clear message."""
+"""`pz:<module>`: PettingZoo envs by module path, e.g. `pz:mpe2.simple_spread_v3`,
+`pz:pettingzoo.butterfly.pistonball_v6` or `pz:pettingzoo.classic.connect_four_v3`. The module's
+`parallel_env` is used where it has one (all agents act together); modules with only the
+turn-based `env` (AEC: board and card games) are stepped one agent's turn at a time
+(rlfleet.platform.turnbased). Env kwargs go to either."""
 from __future__ import annotations
 
 import functools
@@ -48,5 +50,6 @@ def resolve(name: str):
     raise UserError(f"'pz:{name}': module has neither parallel_env nor env")
 
 
-register_env_family("pz", resolve, "PettingZoo Parallel env by module, e.g. pz:mpe2.simple_spread_v3 "
-                    "(mpe2.* needs the multiagent extra)", requires={"mpe2": "multiagent"})
+register_env_family("pz", resolve, "PettingZoo env by module: Parallel (e.g. pz:mpe2.simple_spread_v3) or "
+                    "turn-based AEC (e.g. pz:pettingzoo.classic.tictactoe_v3); mpe2.* needs the multiagent extra",
+                    requires={"mpe2": "multiagent"})

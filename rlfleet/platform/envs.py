@@ -24,6 +24,7 @@ class EnvSpec:
     agent_groups: tuple | None = None  # multi-agent policy mapping: network index of each agent
     agent_names: tuple | None = None  # multi-agent envs: possible agents, in slot order
     agent_id: bool = False  # multi-agent envs: observations end with a one-hot agent index
+    turn_based: bool = False  # AEC envs: one agent of each env acts per step (StepResult.acting)
 
     @staticmethod
     def from_spaces(observation_space, action_space) -> "EnvSpec":
@@ -45,6 +46,7 @@ class StepResult:
     action_mask: np.ndarray | None = None  # [N, A] legal actions for `obs` (envs with masks only)
     next_action_mask: np.ndarray | None = None  # [N, A] legal actions for `next_obs`
     dropped: np.ndarray | None = None  # [N] the slot's episode broke (e.g. its browser crashed): truncated, not counted
+    acting: np.ndarray | None = None  # [N] turn-based envs: the slots whose turn it is on `obs` (the others wait)
 
 
 class EnvList:
@@ -204,10 +206,9 @@ class EnvMaker:
         from rlfleet.platform.multiagent import MultiAgentBatch, is_aec_env, is_parallel_env
 
         if is_aec_env(envs[0]):
-            from rlfleet.platform.errors import UserError
+            from rlfleet.platform.turnbased import AECBatch
 
-            raise UserError("turn-based (AEC) PettingZoo envs are not supported by the runner yet; "
-                            "use a Parallel env (pettingzoo's parallel_env)")
+            return AECBatch(envs, seed, agent_id=self.agent_id, policy_mapping=self.policy_mapping)
         if is_parallel_env(envs[0]):
             return MultiAgentBatch(envs, seed, agent_id=self.agent_id, policy_mapping=self.policy_mapping)
         return EnvList(envs, seed)

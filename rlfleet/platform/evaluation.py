@@ -7,12 +7,18 @@ import ray
 from rlfleet.platform.runner import reset_state_rows
 
 
-def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> list[tuple[float, int]]:
-    """Each slot plays a fixed quota of episodes so short episodes are not over-represented."""
+def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator,
+                 slots: list | None = None) -> list[tuple[float, int]]:
+    """Each slot plays a fixed quota of episodes so short episodes are not over-represented.
+    `slots`, if given, gets the slot index of each episode (multi-agent envs: slot % agents is
+    the agent). Turn-based envs: only the slots whose turn it is act."""
+    from rlfleet.platform.turnbased import act_on_turns
+
     n = len(envs)
     quota = np.array([episodes // n + (i < episodes % n) for i in range(n)])
     obs = envs.reset()
     legal = envs.action_mask if envs.spec.action_mask else None
+    acting = envs.acting if envs.spec.turn_based else None
     init = policy.initial_state(1)
     state = policy.initial_state(n)
     prev_a, prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
@@ -20,20 +26,28 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
     ret, length = np.zeros(n), np.zeros(n, np.int64)
     out: list[tuple[float, int]] = []
     while (quota > 0).any():
-        actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng, action_mask=legal)
+        if acting is None:
+            actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng, action_mask=legal)
+            prev_a = actions.copy()
+        else:  # the waiting slots keep their state, previous action and reward
+            actions, idx, _ = act_on_turns(policy, acting, obs, prev_a, prev_r, state, eps, rng, legal)
+            prev_a[idx] = actions[idx]
         res = envs.step(actions)
-        legal = res.action_mask
-        prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
+        legal, acting = res.action_mask, res.acting
         for i in range(n):
-            if res.reset_step[i]:
-                prev_a[i], prev_r[i] = 0, 0.0
-                reset_state_rows(state, init, [i])
+            if res.reset_step[i]:  # no transition: a reset step, an absent agent, or a waiting one
+                if acting is None:
+                    prev_a[i], prev_r[i] = 0, 0.0
+                    reset_state_rows(state, init, [i])
                 continue
+            prev_r[i] = res.reward[i]
             ret[i] += res.reward[i]
             length[i] += 1
             if res.terminated[i] or res.truncated[i]:
                 if quota[i] > 0:
                     out.append((float(ret[i]), int(length[i])))
+                    if slots is not None:
+                        slots.append(i)
                     quota[i] -= 1
                 ret[i], length[i] = 0.0, 0
                 prev_a[i], prev_r[i] = 0, 0.0
@@ -55,7 +69,14 @@ class Evaluator:
 
     def evaluate(self, weights_ref: list, episodes: int, epsilon: float) -> dict:
         self.policy.load_weights(ray.get(weights_ref[0]))
-        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng)
+        slots: list[int] = []
+        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng, slots)
         returns = np.array([r for r, _ in results])
-        return {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-                "length_mean": float(np.mean([l for _, l in results])), "episodes": len(results)}
+        out = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+               "length_mean": float(np.mean([l for _, l in results])), "episodes": len(results)}
+        names = self.envs.spec.agent_names
+        if names:  # multi-agent envs: the mean return of each agent
+            agent = np.array(slots) % len(names)
+            out["agent_returns"] = {a: float(returns[agent == k].mean()) for k, a in enumerate(names)
+                                    if (agent == k).any()}
+        return out

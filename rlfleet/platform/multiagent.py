@@ -68,31 +68,32 @@ class MultiAgentBatch:
     # -- encoding ----------------------------------------------------------------------------
     def _write(self, e: int, observations: dict, obs: np.ndarray, mask: np.ndarray | None) -> None:
         """Fill env e's slots of `obs` (and `mask`) from a PettingZoo observation dict."""
-        K, A = self.K, self.spec.num_actions
         for k, a in enumerate(self.agents):
-            i = e * K + k
-            o = observations.get(a)
-            if o is None:
-                obs[i] = 0.0
-                if mask is not None:
-                    mask[i] = self._base_mask[k]
-                continue
-            if self.dict_obs:
-                m = o.get("action_mask")
-                o = o["observation"]
-                if mask is not None:
-                    mask[i] = self._base_mask[k]
-                    if m is not None:
-                        mask[i, :len(m)] &= np.asarray(m, bool)
-                        if not mask[i].any():  # nothing legal (e.g. waiting for its turn): keep argmax defined
-                            mask[i] = self._base_mask[k]
-            elif mask is not None:
+            self._write_slot(e * self.K + k, k, observations.get(a), obs, mask)
+
+    def _write_slot(self, i: int, k: int, o, obs: np.ndarray, mask: np.ndarray | None) -> None:
+        """Slot i (agent k) of `obs` (and `mask`) from the agent's observation `o` (None: absent)."""
+        if o is None:
+            obs[i] = 0.0
+            if mask is not None:
                 mask[i] = self._base_mask[k]
-            flat = np.asarray(o, np.float32).reshape(-1)
-            obs[i, :len(flat)] = flat
-            obs[i, len(flat):] = 0.0
-            if self.agent_id:
-                obs[i, -K + k] = 1.0
+            return
+        if self.dict_obs:
+            m = o.get("action_mask")
+            o = o["observation"]
+            if mask is not None:
+                mask[i] = self._base_mask[k]
+                if m is not None:
+                    mask[i, :len(m)] &= np.asarray(m, bool)
+                    if not mask[i].any():  # nothing legal (e.g. waiting for its turn): keep argmax defined
+                        mask[i] = self._base_mask[k]
+        elif mask is not None:
+            mask[i] = self._base_mask[k]
+        flat = np.asarray(o, np.float32).reshape(-1)
+        obs[i, :len(flat)] = flat
+        obs[i, len(flat):] = 0.0
+        if self.agent_id:
+            obs[i, -self.K + k] = 1.0
 
     def _empty(self):
         obs = np.zeros((self.n,) + self.spec.obs_shape, np.float32)

@@ -75,6 +75,9 @@ class EnvRunner:
         self._stop = threading.Event()
         self._thread = None
         self.error = None
+        self._in_flight = None  # (shard index, ref) of the last shipment
+        self._weights_req = None
+        self._since_ship = self._since_sync = 0
 
     def _load(self, weights) -> None:
         version, ref = weights
@@ -122,25 +125,14 @@ class EnvRunner:
             self.error = traceback.format_exc()
 
     def _run(self):
-        n, spec = len(self.envs), self.spec
-        init = self.policy.initial_state(1)
-        state = self.policy.initial_state(n)
-        inputs = {B.OBS: (spec.obs_shape, spec.obs_dtype)}
-        if spec.action_mask:
-            inputs[B.ACTION_MASK] = ((spec.num_actions,), bool)
-        builder = SequenceBuilder(self.layout, n, inputs, [s.shape[1:] for s in state],
+        if self.spec.turn_based:
+            return self._run_turns()
+        n = len(self.envs)
+        obs, legal, init, state, prev_a, prev_r, ep_ret, ep_len = self._start()
+        builder = SequenceBuilder(self.layout, n, self._input_columns(), [s.shape[1:] for s in state],
                                   max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)),
-                                  agents_per_env=spec.agents)
-        obs = self.envs.reset()
-        legal = self.envs.action_mask if spec.action_mask else None  # legal actions for `obs`
-        prev_a = np.zeros(n, np.int64)
-        prev_r = np.zeros(n, np.float32)
-        ep_ret, ep_len = np.zeros(n), np.zeros(n, np.int64)
-        in_flight = None  # (shard index, ref) of the last shipment
-        weights_req = None
-        since_ship = since_sync = 0
+                                  agents_per_env=self.spec.agents)
         split = self.split
-        split.mark("waiting")
         while not self._stop.is_set():
             actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.current_epsilons(), self.rng,
                                                   action_mask=legal)
@@ -161,35 +153,98 @@ class EnvRunner:
             if any_reset:
                 done &= stepped
             if done.any():
-                for i in np.flatnonzero(done if res.dropped is None else done & ~res.dropped):
-                    self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
-                ep_ret[done], ep_len[done] = 0.0, 0
+                self._episodes_ended(done, res, ep_ret, ep_len)
             prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
             new_episode = done | resets if any_reset else done  # EnvList: res.obs already holds the new first obs
             if new_episode.any():
                 next_state = reset_state_rows(next_state, init, new_episode)
                 prev_a[new_episode], prev_r[new_episode] = 0, 0.0
             state, obs, legal = next_state, res.obs, res.action_mask
-            stepped_count = n - int(resets.sum()) if any_reset else n
-            self.env_steps += stepped_count
-            since_ship += stepped_count
-            since_sync += stepped_count
+            self._after_step(builder, n - int(resets.sum()) if any_reset else n)
+
+    def _run_turns(self):
+        """The loop for turn-based envs: only the slots whose turn it is act (one forward pass);
+        a slot's transition is written when its next turn or its game's end completes it."""
+        from rlfleet.platform.turnbased import TurnSequenceBuilder, act_on_turns
+
+        n = len(self.envs)
+        obs, legal, init, state, prev_a, prev_r, ep_ret, ep_len = self._start()
+        acting = self.envs.acting
+        builder = TurnSequenceBuilder(self.layout, n, self._input_columns())
+        split = self.split
+        while not self._stop.is_set():
+            actions, idx, before = act_on_turns(self.policy, acting, obs, prev_a, prev_r, state,
+                                                self.current_epsilons(), self.rng, legal)
+            split.mark("inference")
+            inputs = {B.OBS: obs} if legal is None else {B.OBS: obs, B.ACTION_MASK: legal}
+            builder.act(idx, inputs, before, actions)
+            prev_a[idx] = actions[idx]
+            res = self.envs.step(actions)
+            split.mark("env")
+            completed = np.flatnonzero(~res.reset_step)
+            next_inputs = {B.OBS: res.next_obs}
+            if legal is not None:
+                next_inputs[B.ACTION_MASK] = res.next_action_mask
+            builder.complete(completed, res.reward, res.terminated, res.truncated, next_inputs)
+            prev_r[completed] = res.reward[completed]
+            ep_ret[completed] += res.reward[completed]
+            ep_len[completed] += 1
+            done = np.zeros(n, bool)
+            done[completed] = res.terminated[completed] | res.truncated[completed]
+            if done.any():
+                self._episodes_ended(done, res, ep_ret, ep_len)
+                reset_state_rows(state, init, done)
+                prev_a[done], prev_r[done] = 0, 0.0
+            obs, legal, acting = res.obs, res.action_mask, res.acting
+            self._after_step(builder, len(completed))
+
+    def _start(self) -> tuple:
+        """Reset envs and per-slot loop variables: (obs, legal actions for obs or None, the
+        policy's initial state for one slot, recurrent state, prev action, prev reward, episode
+        return, episode length)."""
+        n = len(self.envs)
+        obs = self.envs.reset()
+        legal = self.envs.action_mask if self.spec.action_mask else None
+        state = self.policy.initial_state(n)
+        self.split.mark("waiting")
+        return (obs, legal, self.policy.initial_state(1), state, np.zeros(n, np.int64), np.zeros(n, np.float32),
+                np.zeros(n), np.zeros(n, np.int64))
+
+    def _input_columns(self) -> dict:
+        """Per-step network inputs besides the previous action and reward: name -> (shape, dtype)."""
+        spec = self.spec
+        inputs = {B.OBS: (spec.obs_shape, spec.obs_dtype)}
+        if spec.action_mask:
+            inputs[B.ACTION_MASK] = ((spec.num_actions,), bool)
+        return inputs
+
+    def _episodes_ended(self, done: np.ndarray, res, ep_ret: np.ndarray, ep_len: np.ndarray) -> None:
+        for i in np.flatnonzero(done if res.dropped is None else done & ~res.dropped):
+            self.episodes.append((float(ep_ret[i]), int(ep_len[i])))
+        ep_ret[done], ep_len[done] = 0.0, 0
+
+    def _after_step(self, builder, transitions: int) -> None:
+        """Count the step's transitions; ship sequences and sync weights when due."""
+        self.env_steps += transitions
+        self._since_ship += transitions
+        self._since_sync += transitions
+        split = self.split
+        split.mark("shipping")
+        if self._since_ship >= self.ship_interval or builder.must_take():
+            seqs = builder.take()
+            if seqs is not None:
+                self._in_flight = self._ship(seqs, self._in_flight)
+            self._since_ship = 0
+        if self._since_sync >= self.sync_interval and self._weights_req is None:
+            self._weights_req = self.learner.get_weights.remote(self.version)
+            self._since_sync = 0
+        if self._weights_req is not None and ray.wait([self._weights_req], timeout=0)[0]:
+            answer = ray.get(self._weights_req)
+            self._weights_req = None
+            if answer is not None:
+                self._load(answer)
+                self.weight_updates += 1
             split.mark("shipping")
-            if since_ship >= self.ship_interval or builder.must_take():
-                seqs = builder.take()
-                if seqs is not None:
-                    in_flight = self._ship(seqs, in_flight)
-                since_ship = 0
-            if since_sync >= self.sync_interval and weights_req is None:
-                weights_req = self.learner.get_weights.remote(self.version)
-                since_sync = 0
-            if weights_req is not None and ray.wait([weights_req], timeout=0)[0]:
-                answer = ray.get(weights_req)
-                weights_req = None
-                if answer is not None:
-                    self._load(answer)
-                    self.weight_updates += 1
-                split.mark("shipping")
 
     def _ship(self, seqs: dict, in_flight):
         """Send stacked sequences to the next shard (round robin), pipelined: the previous

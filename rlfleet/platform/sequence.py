@@ -13,12 +13,18 @@ from rlfleet.platform.batch import SequenceLayout
 
 
 class SlotSequenceBuilder:
-    def __init__(self, layout: SequenceLayout, obs_shape, obs_dtype):
+    """One slot's sequences. `obs_shape` is the observation's shape, or a dict column name ->
+    (shape, dtype) of all per-step network inputs (e.g. OBS and ACTION_MASK); in that case the
+    observations given to `begin` and `step` are dicts of those columns."""
+
+    def __init__(self, layout: SequenceLayout, obs_shape, obs_dtype=None):
         if layout.period > layout.trace:
             raise ValueError("sequence period must be <= trace so every step gets a loss")
         self.T = layout.length
         self.period = layout.period
-        self.obs_shape, self.obs_dtype = tuple(obs_shape), np.dtype(obs_dtype)
+        self.columns = isinstance(obs_shape, dict)
+        spec = obs_shape if self.columns else {B.OBS: (obs_shape, obs_dtype)}
+        self.inputs = {k: (tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in spec.items()}
         self.hist: list[tuple] = []
         self.since_start = 0  # steps since the current sequence's start
         self.new_steps = 0  # steps not yet in any emitted sequence
@@ -58,12 +64,15 @@ class SlotSequenceBuilder:
 
     def _emit(self, bootstrap_obs) -> dict:
         n, T = len(self.hist), self.T
-        obs = np.zeros((T + 1,) + self.obs_shape, self.obs_dtype)
+        cols = list(zip(*self.hist))
+        out = {}
+        for k, (shape, dtype) in self.inputs.items():
+            x = np.zeros((T + 1,) + shape, dtype)
+            x[:n] = np.stack([o[k] for o in cols[0]] if self.columns else cols[0])
+            x[n] = bootstrap_obs[k] if self.columns else bootstrap_obs
+            out[k] = x
         prev_a = np.zeros(T + 1, np.int64)
         prev_r = np.zeros(T + 1, np.float32)
-        cols = list(zip(*self.hist))
-        obs[:n] = np.stack(cols[0])
-        obs[n] = bootstrap_obs
         prev_a[:n], prev_r[:n] = cols[1], cols[2]
         prev_a[n], prev_r[n] = self.hist[-1][4], self.hist[-1][5]
         action = np.zeros(T, np.int64)
@@ -71,8 +80,8 @@ class SlotSequenceBuilder:
         terminal = np.zeros(T, np.float32)
         mask = np.zeros(T, np.float32)
         action[:n], reward[:n], terminal[:n], mask[:n] = cols[4], cols[5], cols[6], 1.0
-        out = {B.OBS: obs, B.PREV_ACTION: prev_a, B.PREV_REWARD: prev_r, B.ACTION: action,
-               B.REWARD: reward, B.TERMINAL: terminal, B.MASK: mask}
+        out.update({B.PREV_ACTION: prev_a, B.PREV_REWARD: prev_r, B.ACTION: action,
+                    B.REWARD: reward, B.TERMINAL: terminal, B.MASK: mask})
         for i, s in enumerate(self.hist[0][3]):
             out[B.state_key(i)] = np.asarray(s, np.float32)
         return out
