@@ -180,3 +180,6 @@ def test_r2d2_trains_on_tictactoe_through_ray_and_reports_per_agent_returns(ray_
     # zero-sum: one player's wins are the other's losses (greedy play of both players)
     assert last["agent_returns"]["player_1"] == pytest.approx(-last["agent_returns"]["player_2"])
     assert 3 <= last["length_mean"] <= 5  # turns per player and game
+    # and each player against uniformly random opponents (the evaluator's measure of skill in games)
+    vs_random = last["agent_returns_vs_random"]
+    assert set(vs_random) == {"player_1", "player_2"} and all(-1 <= r <= 1 for r in vs_random.values())

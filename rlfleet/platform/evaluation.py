@@ -8,10 +8,12 @@ from rlfleet.platform.runner import reset_state_rows
 
 
 def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator,
-                 slots: list | None = None) -> list[tuple[float, int]]:
+                 slots: list | None = None, random_agents: tuple = ()) -> list[tuple[float, int]]:
     """Each slot plays a fixed quota of episodes so short episodes are not over-represented.
     `slots`, if given, gets the slot index of each episode (multi-agent envs: slot % agents is
-    the agent). Turn-based envs: only the slots whose turn it is act."""
+    the agent). Agents (indices) in `random_agents` act uniformly at random among their legal
+    actions instead of the policy. Turn-based envs: only the slots whose turn it is act."""
+    from rlfleet.platform.policies import random_legal_actions
     from rlfleet.platform.turnbased import act_on_turns
 
     n = len(envs)
@@ -24,13 +26,18 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
     prev_a, prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
     eps = np.full(n, epsilon)
     ret, length = np.zeros(n), np.zeros(n, np.int64)
+    randomly = np.isin(np.arange(n) % envs.spec.agents, random_agents)
     out: list[tuple[float, int]] = []
     while (quota > 0).any():
         if acting is None:
             actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng, action_mask=legal)
-            prev_a = actions.copy()
         else:  # the waiting slots keep their state, previous action and reward
             actions, idx, _ = act_on_turns(policy, acting, obs, prev_a, prev_r, state, eps, rng, legal)
+        if randomly.any():
+            actions = np.where(randomly, random_legal_actions(rng, n, envs.spec.num_actions, legal), actions)
+        if acting is None:
+            prev_a = actions.copy()
+        else:
             prev_a[idx] = actions[idx]
         res = envs.step(actions)
         legal, acting = res.action_mask, res.acting
@@ -69,14 +76,23 @@ class Evaluator:
 
     def evaluate(self, weights_ref: list, episodes: int, epsilon: float) -> dict:
         self.policy.load_weights(ray.get(weights_ref[0]))
-        slots: list[int] = []
-        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng, slots)
-        returns = np.array([r for r, _ in results])
+        returns, agent = self._run(episodes, epsilon)
         out = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-               "length_mean": float(np.mean([l for _, l in results])), "episodes": len(results)}
+               "length_mean": float(np.mean(self._lengths)), "episodes": len(returns)}
         names = self.envs.spec.agent_names
         if names:  # multi-agent envs: the mean return of each agent
-            agent = np.array(slots) % len(names)
             out["agent_returns"] = {a: float(returns[agent == k].mean()) for k, a in enumerate(names)
                                     if (agent == k).any()}
+        if self.envs.spec.turn_based:  # games: each agent against uniformly random opponents
+            out["agent_returns_vs_random"] = {}
+            for k, a in enumerate(names):
+                returns, agent = self._run(episodes, epsilon, tuple(j for j in range(len(names)) if j != k))
+                out["agent_returns_vs_random"][a] = float(returns[agent == k].mean())
         return out
+
+    def _run(self, episodes: int, epsilon: float, random_agents: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
+        """(returns, agent index of each) of `episodes` episodes; lengths in self._lengths."""
+        slots: list[int] = []
+        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng, slots, random_agents)
+        self._lengths = [length for _, length in results]
+        return np.array([r for r, _ in results]), np.array(slots) % self.envs.spec.agents
