@@ -37,10 +37,10 @@ TASKS = {
     "click-test": (1500, {}),
     "click-button": (3000, {}),
     "focus-text": (1500, {}),
-    "enter-text": (6000, CURRICULUM),
-    # 2-6 boxes, each a target with p = 0.5: up to 6 target fields (+ the button) and 7 steps
-    "click-checkboxes": (10000, {**CURRICULUM, "max_fields": 6, "max_steps": 8}),
-    "login-user": (8000, CURRICULUM),
+    "enter-text": (6000, {**CURRICULUM, "max_elements": 16}),  # 5 elements on the page
+    # 2-6 boxes, each a target with p = 0.5: up to 6 target fields (+ the button), 16 elements, 7 steps
+    "click-checkboxes": (10000, {**CURRICULUM, "max_fields": 6, "max_steps": 8, "max_elements": 20}),
+    "login-user": (8000, {**CURRICULUM, "max_elements": 16}),  # 10 elements
     # harder: no scripted solver, so no warm starts; shaping only; a token budget on this machine
     "search-engine": (800, {"shaping": True}),
     "email-inbox": (800, {"shaping": True}),
@@ -58,9 +58,12 @@ def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, s
     cfg["env"]["kwargs"].update(kwargs)
     cfg["stop"] = {"env_steps": env_steps}
     cfg["eval"].update(interval_env_steps=max(1000, env_steps // 3), episodes=4)  # a progress signal only
-    if kwargs.get("warm_start_episodes"):  # multi-step tasks: more replay per env step
-        cfg["replay"]["samples_per_insert"] = 8
-    if small_net:  # 2.4x cheaper updates (the CPU learner is the bottleneck on multi-step tasks)
+    if kwargs.get("warm_start_episodes"):  # multi-step tasks: the CPU learner is the bottleneck
+        # feed-forward core, so short sequences (3 steps, no overlap: no padded steps past an
+        # episode's end) make updates ~3x cheaper; a smaller net and 32 samples per insert
+        cfg["algorithm"].update(trace=3, period=3, hidden=32, embed_dim=16, lstm_size=32)
+        cfg["replay"]["samples_per_insert"] = 32
+    elif small_net:  # 2.4x cheaper updates (the CPU learner is the bottleneck on multi-step tasks)
         cfg["algorithm"].update(hidden=32, embed_dim=16, lstm_size=32)
         cfg["replay"]["samples_per_insert"] = 16
     if samples_per_insert:
@@ -111,7 +114,8 @@ def main() -> None:
     ap.add_argument("--eval-envs", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every task's env-step budget")
-    ap.add_argument("--small-net", action="store_true", help="hidden 32, embed 16, 16 samples per insert")
+    ap.add_argument("--small-net", action="store_true",
+                    help="hidden 32, embed 16, 16 samples per insert for one-step tasks (multi-step tasks always use it)")
     ap.add_argument("--samples-per-insert", type=float, default=None, help="replay ratio override")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides after the task's, e.g. algorithm.trace=3 env.kwargs.max_elements=16")
