@@ -13,12 +13,26 @@ One Parquet file, one row per (env step, agent present at that step), columns:
     truncated    bool
     action_mask  list<bool>      legal actions at `obs` (all true where the env has no masks)
 
+Turn-based games (PettingZoo AEC envs: tic-tac-toe, connect four) are recorded turn by turn:
+one row per turn, for the acting agent only (`agent`), `t` counts the game's turns (so an
+agent's rows skip the others' turns). A row is the agent's transition from its turn to its next
+turn, as the runner trains on it: `obs` and `action_mask` at its turn, `reward` accumulated
+until its next turn or the game's end, `next_obs` its next turn's observation (the final board
+at the end), and at the end every agent's last row is terminal with its final reward (the loser
+gets its -1 although the winner moved last). Actions are always legal under `action_mask`.
+The metadata says `"turn_based": true` (absent or false: every present agent acts each step).
+
 File metadata (key "rlfleet.demos", JSON): format version, env id and kwargs, agents, per-agent
-observation shape/dtype and action count, number of steps and episodes, the expert, the seed,
-and the versions of rlfleet, gymnasium, pettingzoo, numpy and pyarrow. Loading checks every
-column's type and every agent's shapes and action ranges against the env it is loaded for, and
-fails with one line naming the file and what is wrong. Parquet holds plain arrays: loading never
-unpickles anything.
+observation shape/dtype and action count, `turn_based`, number of steps (turns, for turn-based
+games) and episodes, the expert, the seed, and the versions of rlfleet, gymnasium, pettingzoo,
+numpy and pyarrow. Loading checks every column's type and every agent's shapes and action ranges
+against the env it is loaded for (and that a turn-based file meets a turn-based env), and fails
+with one line naming the file and what is wrong (turn-based files: also an action outside its
+row's mask). Parquet holds plain arrays: loading never unpickles anything.
+
+Experts: `fn(env, observations) -> {agent: action}` with the present agents' observations
+(Parallel envs), the observation (Gymnasium envs: an action), or `{acting agent: observation}`
+(turn-based games: called on the acting agent only; an action or `{agent: action}` back).
 """
 from __future__ import annotations
 
@@ -60,10 +74,10 @@ class AgentDemos:
 
 # -- agents' spaces ----------------------------------------------------------------------------------
 def _agent_spaces(env) -> dict[str, tuple[tuple, int]]:
-    """agent -> (observation shape, action count), for Gymnasium and PettingZoo Parallel envs."""
-    from rlfleet.platform.multiagent import _split_obs, is_parallel_env
+    """agent -> (observation shape, action count), for Gymnasium and PettingZoo (Parallel or AEC) envs."""
+    from rlfleet.platform.multiagent import _split_obs, is_aec_env, is_parallel_env
 
-    if is_parallel_env(env):
+    if is_parallel_env(env) or is_aec_env(env):
         out = {}
         for a in env.possible_agents:
             space, _ = _split_obs(env.observation_space(a))
@@ -85,7 +99,10 @@ def _versions() -> dict:
 # -- recording ---------------------------------------------------------------------------------------
 class CheckpointExpert:
     """A trained rlfleet agent acting greedily, with the observation encoding (agent index,
-    action masks) and recurrent state its runs used. `begin_episode` resets the state."""
+    action masks) and recurrent state its runs used. `begin_episode` resets the state. In
+    turn-based games only the acting agent's slot acts (the others keep their state, previous
+    action and reward, as in the runner); `observe` gets the rewards of the agents whose
+    transitions completed."""
 
     def __init__(self, path: str):
         from rlfleet.platform.agent import load_agent
@@ -99,10 +116,11 @@ class CheckpointExpert:
         return self.agent.env_maker()
 
     def begin_episode(self, env) -> None:
-        from rlfleet.platform.multiagent import MultiAgentBatch, is_parallel_env
+        from rlfleet.platform.multiagent import MultiAgentBatch, is_aec_env, is_parallel_env
 
+        self.turn_based = is_aec_env(env)
         self._batch = MultiAgentBatch([env], 0, self.agent.env_maker.agent_id, self.agent.env_maker.policy_mapping) \
-            if is_parallel_env(env) else None
+            if is_parallel_env(env) or self.turn_based else None
         n = len(self._batch) if self._batch is not None else 1
         self.state = self.agent.policy.initial_state(n)
         self.prev_a, self.prev_r = np.zeros(n, np.int64), np.zeros(n, np.float32)
@@ -114,9 +132,18 @@ class CheckpointExpert:
         else:
             obs, mask = self._batch._empty()
             self._batch._write(0, observations, obs, mask)
-        actions, self.state = self.agent.policy.act(obs, self.prev_a, self.prev_r, self.state, np.zeros(len(obs)),
-                                                    self.rng, action_mask=mask if spec.action_mask else None)
-        self.prev_a = actions
+        mask = mask if spec.action_mask else None
+        if self.turn_based:
+            from rlfleet.platform.turnbased import act_on_turns
+
+            acting = np.array([a in observations for a in self._batch.agents])
+            actions, idx, _ = act_on_turns(self.agent.policy, acting, obs, self.prev_a, self.prev_r, self.state,
+                                           np.zeros(len(obs)), self.rng, mask)
+            self.prev_a[idx] = actions[idx]
+        else:
+            actions, self.state = self.agent.policy.act(obs, self.prev_a, self.prev_r, self.state, np.zeros(len(obs)),
+                                                        self.rng, action_mask=mask)
+            self.prev_a = actions
         if self._batch is None:
             return int(actions[0])
         return {a: int(actions[k]) for k, a in enumerate(self._batch.agents) if a in observations}
@@ -124,13 +151,16 @@ class CheckpointExpert:
     def observe(self, rewards: dict | float) -> None:
         if self._batch is None:
             self.prev_r[:] = float(rewards)
+        elif self.turn_based:  # only the agents whose transitions completed
+            for a, r in rewards.items():
+                self.prev_r[self._batch.agents.index(a)] = float(r)
         else:
             self.prev_r = np.array([float(rewards.get(a, 0.0)) for a in self._batch.agents], np.float32)
 
 
 def load_expert(spec: str):
-    """`scripted:MODULE:FN` -> FN(env, observations) -> {agent: action}; `checkpoint:DIR` -> a
-    trained agent (CheckpointExpert)."""
+    """`scripted:MODULE:FN` -> FN(env, observations) -> {agent: action} (turn-based games: called
+    with the acting agent's observation only); `checkpoint:DIR` -> a trained agent (CheckpointExpert)."""
     kind, _, rest = spec.partition(":")
     if kind == "checkpoint":
         return CheckpointExpert(rest)
@@ -145,12 +175,12 @@ def load_expert(spec: str):
 
 def record(env_id: str, expert, steps: int, out: str | Path, env_kwargs: dict | None = None, seed: int = 0,
            expert_name: str = "") -> dict:
-    """Run `expert` for at least `steps` env steps (whole episodes) and write a demos file
-    atomically. Returns the file's metadata."""
+    """Run `expert` for at least `steps` env steps (turns in turn-based games; whole episodes) and
+    write a demos file atomically. Returns the file's metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from rlfleet.platform.multiagent import is_parallel_env
+    from rlfleet.platform.multiagent import is_aec_env, is_parallel_env
     from rlfleet.platform.registry import resolve_env
 
     if hasattr(expert, "make_env"):  # a trained agent brings its own env recipe
@@ -159,10 +189,14 @@ def record(env_id: str, expert, steps: int, out: str | Path, env_kwargs: dict | 
     else:
         env = resolve_env(env_id)(**(env_kwargs or {}))
     spaces = _agent_spaces(env)
-    parallel = is_parallel_env(env)
+    parallel, turn_based = is_parallel_env(env), is_aec_env(env)
     cols: dict[str, list] = {k: [] for k in (*SCALAR_COLUMNS, *LIST_COLUMNS)}
     episode, total = 0, 0
     while total < steps:
+        if turn_based:
+            total += _record_game(env, expert, seed + episode, episode, spaces, cols)
+            episode += 1
+            continue
         obs, _ = env.reset(seed=seed + episode)
         if hasattr(expert, "begin_episode"):
             expert.begin_episode(env)
@@ -202,7 +236,7 @@ def record(env_id: str, expert, steps: int, out: str | Path, env_kwargs: dict | 
         episode += 1
     meta = {"format_version": FORMAT_VERSION, "env": env_id, "env_kwargs": env_kwargs or {},
             "agents": list(spaces), "spaces": {a: {"obs_shape": list(s), "num_actions": n} for a, (s, n) in spaces.items()},
-            "steps": total, "episodes": episode, "expert": expert_name, "seed": seed, "versions": _versions()}
+            "turn_based": turn_based, "steps": total, "episodes": episode, "expert": expert_name, "seed": seed, "versions": _versions()}
     table = pa.table({
         "episode": pa.array(cols["episode"], pa.int64()), "t": pa.array(cols["t"], pa.int32()),
         "agent": pa.array(cols["agent"], pa.string()),
@@ -219,6 +253,57 @@ def record(env_id: str, expert, steps: int, out: str | Path, env_kwargs: dict | 
     os.replace(tmp, out)
     env.close()
     return meta
+
+
+def _record_game(env, expert, seed: int, episode: int, spaces: dict, cols: dict) -> int:
+    """One game of a turn-based (AEC) env, turn by turn (as rlfleet.platform.turnbased.AECBatch
+    makes transitions): the expert acts for the acting agent; an agent's row is written when its
+    next turn comes or the game ends for it. Returns the number of turns."""
+    env.reset(seed=seed)
+    if hasattr(expert, "begin_episode"):
+        expert.begin_episode(env)
+    open_: dict[str, dict] = {}  # agent -> its row from its last turn, waiting for reward and next_obs
+    rows: list[dict] = []
+    t = 0
+
+    def complete(agent, reward, term, trunc, next_obs) -> None:
+        row = open_.pop(agent)
+        row.update(reward=float(reward), terminated=bool(term), truncated=bool(trunc), next_obs=next_obs)
+        rows.append(row)
+        if hasattr(expert, "observe"):
+            expert.observe({agent: float(reward)})
+
+    for _ in range(1_000_000):
+        if not env.agents:  # game over; agents never stepped dead end without notice
+            for agent in list(open_):
+                complete(agent, 0.0, True, False, open_[agent]["obs"])
+            break
+        agent = env.agent_selection
+        o, reward, term, trunc, _ = env.last()
+        if agent in open_:
+            complete(agent, reward, term, trunc, _observation(o).reshape(-1))
+        if term or trunc:
+            env.step(None)
+            continue
+        n = spaces[agent][1]
+        mask = _mask(o, n)
+        action = expert(env, {agent: o})
+        if isinstance(action, dict):
+            action = action[agent]
+        action = int(action)
+        if not (0 <= action < n and mask[action]):
+            raise UserError(f"expert chose illegal action {action} for {agent!r} at turn {t} of episode {episode} "
+                            f"(legal: {[a for a in range(n) if mask[a]]})")
+        open_[agent] = {"episode": episode, "t": t, "agent": agent, "obs": _observation(o).reshape(-1),
+                        "action": action, "action_mask": mask}
+        env.step(action)
+        t += 1
+    else:
+        raise RuntimeError(f"episode {episode}: the game did not end")
+    for row in sorted(rows, key=lambda r: r["t"]):
+        for k in cols:
+            cols[k].append(row[k])
+    return t
 
 
 def _observation(o) -> np.ndarray:
@@ -256,8 +341,9 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def load(path: str | Path, env=None) -> tuple[dict[str, AgentDemos], dict]:
-    """Read and validate a demos file. With `env` (a Gymnasium or PettingZoo Parallel env), every
-    agent's observation shape and action range must match it. Returns ({agent: AgentDemos}, meta)."""
+    """Read and validate a demos file. With `env` (a Gymnasium or PettingZoo env), every agent's
+    observation shape and action range must match it, and a turn-based file needs a turn-based
+    (AEC) env. Returns ({agent: AgentDemos}, meta)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -271,7 +357,14 @@ def load(path: str | Path, env=None) -> tuple[dict[str, AgentDemos], dict]:
         item = schema.field(name).type.value_field
         _check_type(path, pa.schema([item]), item.name, kind, column=f"{name} items")
     spaces = {a: (tuple(s["obs_shape"]), int(s["num_actions"])) for a, s in meta["spaces"].items()}
+    turn_based = bool(meta.get("turn_based", False))
     if env is not None:
+        from rlfleet.platform.multiagent import is_aec_env
+
+        if is_aec_env(env) != turn_based:
+            kind = "turn-based" if turn_based else "simultaneous"
+            raise UserError(f"demonstration file {path}: recorded on a {kind} env, the env is "
+                            f"{'turn-based (AEC)' if is_aec_env(env) else 'not turn-based'}")
         actual = _agent_spaces(env)
         if set(actual) != set(spaces):
             raise UserError(f"demonstration file {path}: agents {sorted(spaces)} do not match the env's {sorted(actual)}")
@@ -293,6 +386,11 @@ def load(path: str | Path, env=None) -> tuple[dict[str, AgentDemos], dict]:
         if bad.size:
             raise UserError(f"demonstration file {path}: agent {a!r} row {int(rows[bad[0]])} has action "
                             f"{int(action[bad[0]])}, outside 0..{n - 1}")
+        if turn_based:  # a board game's moves are legal (PettingZoo ends the game on an illegal one)
+            bad = np.flatnonzero(~mask[np.arange(len(rows)), action])
+            if bad.size:
+                raise UserError(f"demonstration file {path}: agent {a!r} row {int(rows[bad[0]])} has action "
+                                f"{int(action[bad[0]])}, illegal under its action_mask")
         out[a] = AgentDemos(obs.astype(np.float32), nxt.astype(np.float32), action.astype(np.int64),
                             sub.column("reward").to_numpy().astype(np.float32),
                             sub.column("terminated").to_numpy(zero_copy_only=False).astype(bool),

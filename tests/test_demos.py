@@ -124,3 +124,126 @@ def test_checkpoint_expert_records_a_trained_agent(ray_session, tiny_config, tmp
     d2, _ = demos.load(tmp_path / "again.parquet")
     assert again["steps"] == meta["steps"]
     np.testing.assert_array_equal(d2["agent"].action, d.action)
+
+
+TICTACTOE = "pz:pettingzoo.classic.tictactoe_v3"
+
+
+def _replay_games(data):
+    """{episode: [(t, agent, action)]} in turn order, from every agent's rows."""
+    games = {}
+    for a, d in data.items():
+        for e, t, act in zip(d.episode.tolist(), d.t.tolist(), d.action.tolist()):
+            games.setdefault(e, []).append((t, a, act))
+    return {e: sorted(turns) for e, turns in games.items()}
+
+
+def test_turn_based_demos_round_trip_turn_by_turn(tmp_path):
+    from rlfleet.cli import main
+    from rlfleet.envs.board_experts import TicTacToeExpert
+
+    path = tmp_path / "ttt.parquet"
+    # the documented CLI path with the deterministic scripted expert
+    assert main(["demos", "record", "--env", TICTACTOE, "--expert", "scripted:rlfleet.envs.board_experts:tictactoe",
+                 "--steps", "40", "--out", str(path)]) == 0
+    data, meta = demos.load(path, resolve_env(TICTACTOE)())
+    assert meta["turn_based"] and meta["steps"] >= 40 and set(data) == {"player_1", "player_2"}
+    # varied games: win, block, else a random legal cell
+    meta = demos.record(TICTACTOE, TicTacToeExpert(seed=3), 300, path, seed=0, expert_name="varied")
+    env = resolve_env(TICTACTOE)()
+    data, meta2 = demos.load(path, env)
+    assert meta2 == meta and meta["turn_based"] is True and meta["agents"] == ["player_1", "player_2"]
+    assert meta["spaces"]["player_1"] == {"obs_shape": [3, 3, 2], "num_actions": 9}
+    x, o = data["player_1"], data["player_2"]
+    assert len(x) + len(o) == meta["steps"] >= 300  # one row per turn, for the acting agent only
+    assert meta["episodes"] == len(np.unique(x.episode)) == len(np.unique(o.episode))
+    for d in (x, o):
+        assert d.obs.shape == (len(d), 3, 3, 2) and d.obs.dtype == np.float32 and d.next_obs.shape == d.obs.shape
+        assert d.action.dtype == np.int64 and d.action_mask.shape == (len(d), 9) and d.action_mask.dtype == bool
+        # every recorded move is legal; the mask is the empty cells of the agent's own view
+        assert d.action_mask[np.arange(len(d)), d.action].all()
+        np.testing.assert_array_equal(d.action_mask, d.obs.reshape(-1, 9, 2).sum(-1) == 0)
+        # a row runs from the agent's turn to its next one: next_obs is its next row's obs
+        same = d.episode[1:] == d.episode[:-1]
+        np.testing.assert_array_equal(d.next_obs[:-1][same], d.obs[1:][same])
+        assert not d.terminated[:-1][same].any() and d.terminated[:-1][~same].all() and d.terminated[-1]
+        assert not d.truncated.any() and set(d.reward[d.terminated].tolist()) <= {-1.0, 0.0, 1.0}
+        assert (d.reward[~d.terminated] == 0).all()
+    assert (x.t % 2 == 0).all() and (o.t % 2 == 1).all()  # x moves first; t counts the game's turns
+    # every game ends with a final reward for both (the loser's -1 although the winner moved last)
+    np.testing.assert_array_equal(x.reward[x.terminated], -o.reward[o.terminated])
+    assert x.reward[x.terminated].max() == 1 and o.reward[o.terminated].max() == 1  # both sides win some
+    games = _replay_games(data)
+    assert len({tuple(a for _, _, a in g) for g in games.values()}) > 5  # varied games
+    # the games replay on a fresh env: the moves are legal and the final rewards are PettingZoo's
+    for e in list(games)[:10]:
+        env.reset()
+        for t, agent, action in games[e]:
+            assert env.agent_selection == agent
+            env.step(action)
+        assert not any(env.truncations.values()) and all(env.terminations.values())
+        for agent, d in data.items():
+            assert env.rewards[agent] == float(d.reward[(d.episode == e) & d.terminated][0])
+
+
+def test_turn_based_loader_checks_legality_and_env_kind(tmp_path):
+    path = tmp_path / "ttt.parquet"
+    from rlfleet.envs.board_experts import tictactoe
+
+    demos.record(TICTACTOE, tictactoe, 20, path)
+    table = pq.read_table(path)
+    actions = table.column("action").to_numpy().copy()
+    actions[2] = actions[0]  # x's second move onto its first: an occupied cell
+    illegal = table.set_column(table.schema.get_field_index("action"), "action", pa.array(actions))
+    with pytest.raises(UserError, match="row 2 has action .*, illegal under its action_mask"):
+        demos.load(_rewrite(path, tmp_path / "illegal.parquet", illegal))
+    with pytest.raises(UserError, match="recorded on a turn-based env, the env is not turn-based"):
+        demos.load(path, resolve_env("pz:rlfleet.envs.games.gems_v0")())
+    with pytest.raises(UserError, match="agents .* do not match"):
+        demos.load(path, resolve_env("pz:pettingzoo.classic.connect_four_v3")())
+    # an expert's illegal move is refused while recording (PettingZoo would quietly end the game)
+    with pytest.raises(UserError, match="expert chose illegal action 0 for 'player_2' at turn 1"):
+        demos.record(TICTACTOE, lambda env, obs: 0, 20, tmp_path / "bad.parquet")
+
+
+def test_board_expert_wins_blocks_and_beats_random():
+    from rlfleet.envs.board_experts import tictactoe, tictactoe_move
+
+    def cells(*c):
+        out = np.zeros(9, bool)
+        out[list(c)] = True
+        return out
+
+    own, other = cells(0, 4), cells(1, 2)
+    assert tictactoe_move(own, other, ~(own | other)) == 8  # win on the diagonal
+    own, other = cells(0), cells(3, 4)
+    assert tictactoe_move(own, other, ~(own | other)) == 5  # block the row
+    own, other = cells(4), cells(0)
+    assert tictactoe_move(own, other, ~(own | other)) == 1  # else the first legal cell
+    env, rng, results = resolve_env(TICTACTOE)(), np.random.default_rng(0), []
+    for game in range(40):
+        env.reset()
+        expert = ("player_1", "player_2")[game % 2]
+        for agent in env.agent_iter():
+            obs, reward, term, trunc, _ = env.last()
+            if term or trunc:
+                results += [reward] if agent == expert else []
+                env.step(None)
+                continue
+            move = tictactoe(env, {agent: obs})[agent] if agent == expert else \
+                int(rng.choice(np.flatnonzero(obs["action_mask"])))
+            env.step(move)
+    assert np.mean(results) > 0.5 and np.mean(np.array(results) < 0) < 0.2
+
+
+def test_checkpoint_expert_plays_turn_based_games(tmp_path):
+    from test_evaluate import fresh_run_dir  # a run dir with an untrained checkpoint, no Ray
+
+    run = fresh_run_dir(tmp_path / "ttt", {"id": TICTACTOE}, burn_in=0, trace=4, period=2)
+    expert = demos.load_expert(f"checkpoint:{run}")
+    meta = demos.record("ignored", expert, 40, tmp_path / "agent.parquet", seed=2)
+    assert meta["env"] == TICTACTOE and meta["turn_based"]
+    data, _ = demos.load(tmp_path / "agent.parquet", expert.make_env())
+    assert sum(len(d) for d in data.values()) == meta["steps"] >= 40
+    for d in data.values():  # greedy among the legal moves only
+        assert d.action_mask[np.arange(len(d)), d.action].all()

@@ -1,4 +1,5 @@
 """Greedy evaluation of a saved agent from its run directory, with a rendered episode."""
+import copy
 import json
 from pathlib import Path
 
@@ -9,6 +10,32 @@ from PIL import Image
 import rlfleet
 from rlfleet.evaluate import evaluate
 from rlfleet.platform.errors import UserError
+
+TICTACTOE = "pz:pettingzoo.classic.tictactoe_v3"
+
+
+def fresh_run_dir(run_dir: Path, env: dict, **algorithm) -> Path:
+    """A run directory with a freshly initialised R2D2 checkpoint (tests' tiny config on `env`),
+    written without training or Ray: config.yaml and checkpoints/ckpt-0/learner.pt."""
+    import torch
+    import yaml
+
+    from conftest import TINY
+    from rlfleet.platform import checkpoint as ckpt
+    from rlfleet.platform.config import build_config, resolved_dict
+    from rlfleet.platform.envs import EnvMaker
+    from rlfleet.platform.registry import resolve_algorithm
+
+    raw = copy.deepcopy(TINY)
+    raw["env"], raw["logging"]["root"] = env, str(run_dir.parent)
+    raw["algorithm"].update(algorithm)
+    cfg, algo_cfg = build_config(raw)
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved_dict(cfg, algo_cfg), sort_keys=False))
+    torch.manual_seed(0)
+    core = resolve_algorithm(cfg.algorithm_name).make_learner(algo_cfg, EnvMaker.from_config(cfg.env).spec(), "cpu")
+    ckpt.save_checkpoint(run_dir / "checkpoints", 0, {"core": core.state_dict()}, {"env_steps": 0}, None, keep=1)
+    return run_dir
 
 
 def test_evaluate_and_plot_a_real_run(ray_session, tiny_config, tmp_path):
@@ -53,3 +80,30 @@ def test_plot_groups_seeds_and_draws_their_spread(tmp_path):
     assert {group_name(r) for r in runs} == {"cartpole"}
     png = plot(runs, out=tmp_path / "seeds.png")
     assert png.stat().st_size > 5000
+
+
+def test_turn_based_eval_reports_each_player_and_renders_a_whole_game(tmp_path, capsys):
+    from rlfleet.cli import main
+
+    run = fresh_run_dir(tmp_path / "ttt", {"id": TICTACTOE}, burn_in=0, trace=4, period=2)
+    report = evaluate(run, episodes=4, render=True)
+    assert report["agents"] == 2 and 3 <= report["length_mean"] <= 5  # own turns per game
+    returns = report["agent_returns"]
+    assert set(returns) == {"player_1", "player_2"}
+    assert returns["player_1"] == pytest.approx(-returns["player_2"])  # zero-sum, greedy self-play
+    vs_random = report["agent_returns_vs_random"]
+    assert set(vs_random) == {"player_1", "player_2"} and all(-1 <= r <= 1 for r in vs_random.values())
+    assert json.loads(Path(report["written_to"]).read_text())["agent_returns_vs_random"] == vs_random
+    # the GIF plays one whole game: the empty board, then a frame per move up to the final position
+    gif = Image.open(report["video"])
+    frames = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        frames.append(np.asarray(gif.convert("L").resize((90, 90))).astype(int))
+    assert 6 <= len(frames) <= 10  # a game takes 5 to 9 moves (it used to stop after the first)
+    assert all(np.abs(b - a).sum() > 0 for a, b in zip(frames, frames[1:]))  # every move changes the board
+    assert gif.info["duration"] >= 200  # slow enough to follow a game
+    # the CLI prints the per-player returns and the returns against random opponents
+    assert main(["eval", str(run), "--episodes", "2", "--out", str(tmp_path / "cli")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(printed["agent_returns"]) == set(printed["agent_returns_vs_random"]) == {"player_1", "player_2"}
