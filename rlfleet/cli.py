@@ -60,6 +60,11 @@ def _eval(args) -> int:
     line = f"return {report['return_mean']:.2f} +- {report['return_std']:.2f} over {args.episodes} episodes"
     if "success_rate" in report:
         line += f", success {report['success_rate']:.0%}"
+    if "agent_returns" in report:
+        line += "; per agent: " + ", ".join(f"{a} {r:+.2f}" for a, r in report["agent_returns"].items())
+    if "agent_returns_vs_random" in report:  # zero-sum self-play averages to ~0: this is the skill measure
+        line += "; vs random opponents: " + ", ".join(f"{a} {r:+.2f}"
+                                                      for a, r in report["agent_returns_vs_random"].items())
     print(line)
     print(json.dumps(report))
     return 0
