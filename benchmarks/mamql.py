@@ -9,6 +9,10 @@ then evaluated on the true reward). Expert (scripted) and random returns bound t
 normalized return is (x - random) / (expert - random). Writes benchmarks/results/mamql.json.
 
     python benchmarks/mamql.py --seeds 3 --sizes 1000 5000 20000 --env-steps 60000
+
+Gems runs with the egocentric map plus the fraction of steps left (`time_feature`, a departure from
+the paper's 5-channel observation: the scripted expert's switch to the purple gem depends on it)
+and, with `--torso conv`, conv layers on the map before the MLP (`algorithm.torso: conv`).
 """
 from __future__ import annotations
 
@@ -33,7 +37,9 @@ from rlfleet.platform.registry import resolve_env  # noqa: E402
 ENVS = {
     # egocentric view (same map, centred on the agent): with the plain map, even BC from 20k expert steps
     # reached only 0.9 of the expert's 15.5 after 3000 updates; centred, 7-8 (see README)
-    "gems": {"id": "pz:rlfleet.envs.games.gems_v0", "kwargs": {"egocentric": True}, "expert": experts.gems},
+    # + time_feature: the expert's own-gems -> purple switch depends on the steps left (13.3 without it)
+    "gems": {"id": "pz:rlfleet.envs.games.gems_v0", "kwargs": {"egocentric": True, "time_feature": True},
+             "expert": experts.gems, "map_shape": [5, 29, 29]},
     "spread": {"id": "pz:mpe2.simple_spread_v3", "kwargs": {"max_cycles": 25}, "expert": experts.simple_spread},
 }
 ALGOS = ("mamql", "iql-ma", "bc")
@@ -54,7 +60,7 @@ def base_config(env: dict, root: str, seed: int, env_steps: int) -> dict:
     }
 
 
-def scripted_return(env: dict, policy, episodes: int = 50, seed: int = 10_000) -> float:
+def scripted_return(env: dict, policy, episodes: int = 200, seed: int = 10_000) -> float:
     e = resolve_env(env["id"])(**env["kwargs"])
     rng = np.random.default_rng(seed)
     totals = []
@@ -139,6 +145,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--env-steps", type=int, default=60_000, help="agent steps of online interaction per run")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
+    p.add_argument("--torso", choices=["mlp", "conv"], default="mlp",
+                   help="critic torso; conv applies to envs with a map_shape (gems), the others keep the MLP")
+    p.add_argument("--conv-channels", type=int, nargs="+", default=[16, 32, 32])
+    p.add_argument("--conv-strides", type=int, nargs="+", default=[2, 2, 2])
     args = p.parse_args()
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="rlfleet-mamql-") as root:
@@ -157,8 +167,12 @@ def main() -> None:
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size, "batch_size": 128,
                                             "hidden": [128, 128]}
+                        if args.torso == "conv" and env.get("map_shape"):
+                            cfg["algorithm"].update(torso="conv", map_shape=env["map_shape"],
+                                                    conv_channels=args.conv_channels, conv_strides=args.conv_strides)
                         s = rlfleet.train(cfg)
                         row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
+                               "torso": cfg["algorithm"].get("torso", "mlp"),
                                "seed": seed, "env_steps": s["env_steps"], "wall_s": round(s["wall_s"], 1),
                                "metric": "return", "value": true_return(s["run_dir"], env),
                                "normalized": None, "reward_pearson": None, "reward_mse": None,

@@ -61,3 +61,24 @@ def test_egocentric_view_is_the_same_map_centred_on_the_agent():
         assert centred[0, s - 1, s - 1] == 1.0 and centred[0].sum() == 1.0  # the agent at the centre
         np.testing.assert_array_equal(centred[:, s - 1 - r:2 * s - 1 - r, s - 1 - c:2 * s - 1 - c], grid)
         assert centred.sum() == grid.sum()  # nothing else: off-map cells are empty
+
+
+def test_time_feature_and_map_shape():
+    env = GemsEnv(egocentric=True, time_feature=True)
+    assert env.map_shape == (5, 29, 29)
+    obs, _ = env.reset(seed=1)
+    assert obs["agent_0"].shape == (5 * 29 * 29 + 1,) and obs["agent_0"][-1] == 1.0  # all 45 steps left
+    for _ in range(9):
+        obs, *_ = env.step({"agent_0": 0, "agent_1": 0})
+    assert obs["agent_1"][-1] == np.float32(36 / 45)
+    assert GemsEnv().map_shape == (5, 15, 15) and GemsEnv().observation_space("agent_0").shape == (5 * 15 * 15,)
+
+
+def test_expert_breaks_ties_by_position_not_by_draw_order():
+    env = GemsEnv()
+    env.reset(seed=0)
+    env.pos[:] = [[7, 7], [0, 14]]
+    env.purple = [[14, 14]]
+    for own in ([[9, 7], [5, 7]], [[5, 7], [9, 7]]):  # two own gems equally near, listed either way
+        env.own = [own, [[0, 0]]]
+        assert expert_actions(env)["agent_0"] == 1  # up, towards the smaller (row, col)

@@ -4,7 +4,13 @@ A 15x15 grid, 2 agents, 5 actions (stay, up, down, left, right). Each agent has 
 (+1 to it when it steps on one) and there are 3 shared purple gems: when both agents stand on the
 same purple gem at the same time, both get +6 and that gem is used up. Episodes last 45 steps.
 Observation: a 5-channel one-hot map seen from the agent's side (self, other, own gems, other's
-gems, purple gems), flattened. Gem and agent positions are drawn at reset from the env's seed.
+gems, purple gems), flattened (`map_shape` is its C x H x W shape, for convolutional torsos). Gem
+and agent positions are drawn at reset from the env's seed.
+
+Departure (opt-in, `time_feature=True`): one extra value after the map, the fraction of the
+episode's steps left. The scripted expert stops collecting own gems when only just enough time is
+left to meet on a purple gem; without the time the map cannot tell when, and a policy that ignores
+it (own gems first, then purple) returns 13.3 instead of the expert's 15.2.
 
 The paper does not say whether "standing on a purple gem at the same time" means the same gem; we
 take the same gem, which makes the purple reward a coordination problem.
@@ -23,16 +29,17 @@ AGENTS = ["agent_0", "agent_1"]
 class GemsEnv(ParallelEnv):
     metadata = {"name": "gems_v0", "render_modes": []}
 
-    def __init__(self, size: int = SIZE, max_steps: int = STEPS, egocentric: bool = False):
+    def __init__(self, size: int = SIZE, max_steps: int = STEPS, egocentric: bool = False, time_feature: bool = False):
         """`egocentric`: the map is shifted so the agent sits at its centre ((2 size - 1)^2 cells, off-map
         cells empty; the self channel is then constant). Same information, but 'which way is the nearest
         gem' becomes a fixed function of the input, which small networks learn from far fewer samples."""
-        self.size, self.max_steps, self.egocentric = size, max_steps, egocentric
+        self.size, self.max_steps, self.egocentric, self.time_feature = size, max_steps, egocentric, time_feature
         self.possible_agents = list(AGENTS)
         self.agents: list[str] = []
         self._rng = np.random.default_rng()
         side = 2 * size - 1 if egocentric else size
-        self._obs_space = gym.spaces.Box(0.0, 1.0, (5 * side * side,), np.float32)
+        self.map_shape = (5, side, side)  # the observation starts with this map, flattened
+        self._obs_space = gym.spaces.Box(0.0, 1.0, (5 * side * side + int(time_feature),), np.float32)
         self._act_space = gym.spaces.Discrete(5)
 
     def observation_space(self, agent):
@@ -69,7 +76,10 @@ class GemsEnv(ParallelEnv):
                 view = np.zeros((5, 2 * s - 1, 2 * s - 1), np.float32)
                 view[:, s - 1 - r:2 * s - 1 - r, s - 1 - c:2 * s - 1 - c] = grid
                 grid = view
-            out[agent] = grid.reshape(-1)
+            flat = grid.reshape(-1)
+            if self.time_feature:
+                flat = np.append(flat, np.float32((self.max_steps - self.t) / self.max_steps))
+            out[agent] = flat
         return out
 
     def step(self, actions: dict):
@@ -102,17 +112,18 @@ def parallel_env(**kwargs) -> GemsEnv:
 
 def expert_actions(env: GemsEnv) -> dict:
     """Scripted expert: collect own gems nearest-first, then both walk to the purple gem closest to
-    the pair and wait on it for the other (a coordinated, near-optimal plan)."""
+    the pair and wait on it for the other (a coordinated, near-optimal plan). Ties between equally
+    near gems go to the smallest (row, col), which the map shows (unlike the order gems were drawn)."""
     acts = {}
     target_purple = None
     if env.purple:
-        target_purple = min(env.purple, key=lambda g: sum(abs(np.array(g) - p).sum() for p in env.pos))
+        target_purple = min(env.purple, key=lambda g: (sum(abs(np.array(g) - p).sum() for p in env.pos), tuple(g)))
     for i, agent in enumerate(env.possible_agents):
         pos = env.pos[i]
         steps_left = env.max_steps - env.t
         goal = None
         if env.own[i]:
-            nearest = min(env.own[i], key=lambda g: np.abs(np.array(g) - pos).sum())
+            nearest = min(env.own[i], key=lambda g: (np.abs(np.array(g) - pos).sum(), tuple(g)))
             # go for an own gem unless that would leave too little time to meet on a purple gem
             to_gem = np.abs(np.array(nearest) - pos).sum()
             to_purple_after = (np.abs(np.array(target_purple) - np.array(nearest)).sum() if target_purple else 0)
