@@ -4,14 +4,18 @@ For each dataset size (bot episodes per level) and seed, every level gets four a
 on that level's data only: `dqn` (no retrieval), `single` (retrieval over the level's data),
 `multi` (retrieval over all levels' data) and `multi_no_ib` (multi without the bottleneck).
 Each is evaluated greedily on unseen start states of its level (success = positive reward).
-Then acting latency: seconds per batched acting step for the same trained network with and
-without retrieval, in the same runner loop (interleaved rounds).
+Then acting latency: seconds per batched acting step for two briefly trained networks of the same
+sizes with and without retrieval, taking turns step by step in one loop (medians over steps).
 
 Writes benchmarks/results/retrieval_babyai.json after every run (`--resume` skips rows already
 there), and prints the success table. Default budget: 5 levels x 2 sizes x 3 seeds x 4 variants.
 
     nice -n 10 python benchmarks/retrieval_babyai.py                # the default (long on 2 cores)
     python benchmarks/retrieval_babyai.py --levels GoToRedBall,GoToObjS6 --sizes 50 --seeds 1 --updates 50
+    nice -n 5 python benchmarks/retrieval_babyai.py --latency-only  # only the acting-latency part (~1 min)
+
+`--latency-only` replaces the latency rows and the summary's latency entries of the results file
+and keeps its success rows (and their command) as they are.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, table, write_results  # noqa: E402
+from common import RESULTS, git_commit, table, write_results  # noqa: E402
 
 from rlfleet.algorithms.retrieval.config import RDQNOfflineConfig  # noqa: E402
 from rlfleet.algorithms.retrieval import offline  # noqa: E402
@@ -51,6 +55,22 @@ def summarize(rows: list[dict], latency: dict | None) -> dict:
     return out
 
 
+def write_latency(path: Path, rows: list[dict], latency: dict, argv) -> None:
+    """--latency-only: the new latency rows and summary entries; everything else of the file kept."""
+    if not path.exists():
+        write_results("retrieval_babyai", rows, summarize(rows, latency), argv)
+        return
+    out = json.loads(path.read_text())
+    out["rows"] = rows
+    out["summary"]["acting_latency_ratio"] = latency["ratio_act"]
+    out["summary"]["acting_latency"] = dict(latency, git_commit=git_commit(), date=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                            command="python benchmarks/retrieval_babyai.py "
+                                            + " ".join(sys.argv[1:] if argv is None else argv))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(out, indent=1))
+    tmp.replace(path)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", default=LEVELS, help="comma-separated BabyAI levels (babyai: names)")
@@ -68,6 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "rlfleet" / "babyai"), help="recorded demonstrations")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--resume", action="store_true", help="keep rows of an earlier run of the same settings")
+    p.add_argument("--latency-only", action="store_true",
+                   help="measure acting latency only; keep the results file's success rows")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     levels, sizes = args.levels.split(","), [int(s) for s in args.sizes.split(",")]
@@ -78,7 +100,7 @@ def main(argv=None) -> int:
     base.retrieval.top_k_trajectories = base.retrieval.top_k_steps = args.top_k
     path = RESULTS / "retrieval_babyai.json"
     rows = []
-    if args.resume and path.exists():
+    if (args.resume or args.latency_only) and path.exists():
         rows = json.loads(path.read_text())["rows"]
     done = {(r["system"], r["setting"], r["seed"]) for r in rows}
     t_start = time.perf_counter()
@@ -98,16 +120,21 @@ def main(argv=None) -> int:
             "no_retrieval": offline.policy_for(without, None, offline.variant_config(small, "dqn"), 0)}
     lat = offline.acting_latency(pols, levels[0], num_envs=16, steps=200)
     latency = {"num_envs": 16, "act_s": {k: v["act_s"] for k, v in lat.items()},
+               "act_cpu_s": {k: v["act_cpu_s"] for k, v in lat.items()},
                "runner_step_s": {k: v["step_s"] for k, v in lat.items()},
                "ratio_act": lat["retrieval"]["act_s"] / lat["no_retrieval"]["act_s"],
+               "ratio_act_cpu": lat["retrieval"]["act_cpu_s"] / lat["no_retrieval"]["act_cpu_s"],
                "ratio_runner_step": lat["retrieval"]["step_s"] / lat["no_retrieval"]["step_s"]}
     rows = [r for r in rows if r["metric"] != "act_s"]
     for k, v in lat.items():
         rows.append({"system": k, "setting": f"latency/{levels[0]}/16envs", "seed": 0, "metric": "act_s",
                      "value": v["act_s"]})
     print(f"acting latency, 16 envs: {1e3 * latency['act_s']['retrieval']:.2f} ms with retrieval, "
-          f"{1e3 * latency['act_s']['no_retrieval']:.2f} ms without (x{latency['ratio_act']:.2f}); per runner step "
-          f"incl. env: x{latency['ratio_runner_step']:.2f}", flush=True)
+          f"{1e3 * latency['act_s']['no_retrieval']:.2f} ms without (x{latency['ratio_act']:.2f}; CPU time "
+          f"x{latency['ratio_act_cpu']:.2f}); per runner step incl. env: x{latency['ratio_runner_step']:.2f}", flush=True)
+    if args.latency_only:
+        write_latency(path, rows, latency, argv)
+        return 0
     for seed in range(args.seeds):  # seed-major: a partial run already covers every level and size
         for size in sizes:
             datasets = data[size]

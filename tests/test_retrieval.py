@@ -10,7 +10,8 @@ import torch
 
 from rlfleet.algorithms.retrieval import (KeyIndex, OfflineRDQN, RDQNOfflineConfig, RetrievalConfig,
                                           TrajectoryDataset, top_k_attention)
-from rlfleet.algorithms.retrieval.networks import RetrievalProcess, gaussian_kl, reverse_valid
+from rlfleet.algorithms.retrieval.networks import RetrievalAgentNetwork, RetrievalProcess, gaussian_kl, reverse_valid
+from rlfleet.algorithms.retrieval.policy import RetrievalPolicy
 
 torch.set_num_threads(1)
 
@@ -233,3 +234,75 @@ def test_retrieval_finds_same_task_trajectories_when_only_they_identify_the_task
         learner.target.set_memory(None)
     after = hit_rate()
     assert before < 0.45 and after > 0.6, (before, after)  # chance 0.25, the most possible 0.8 (8 of 10)
+
+
+def _acting_matches_the_network(net, policy, obs_dim, n_actions, steps=6, batch=7):
+    """The policy's numpy acting step, one step at a time with its state carried, gives the same
+    Q-values, actions and state as the network's own torch unroll over all steps at once."""
+    rng = np.random.default_rng(1)
+    obs = rng.normal(size=(batch, steps, obs_dim)).astype(np.float32)
+    prev_a = rng.integers(0, n_actions, (batch, steps))
+    prev_r = rng.random((batch, steps)).astype(np.float32)
+    state = policy.initial_state(batch)
+    state[2][:] = rng.normal(size=state[2].shape)  # non-zero slot memories
+    with torch.no_grad():
+        q_net, final = net.unroll(torch.from_numpy(obs), torch.from_numpy(prev_a), torch.from_numpy(prev_r),
+                                  tuple(torch.from_numpy(s.copy()) for s in state))
+    selected = net.retrieval.last_selection[0]
+    assert policy._fast is not None
+    for t in range(steps):
+        args = (obs[:, t], prev_a[:, t], prev_r[:, t])
+        q_torch, st_torch = policy.q_values(*args, state, fast=False)
+        q, state = policy.q_values(*args, state)
+        np.testing.assert_allclose(q, q_torch, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(q, q_net[:, t].numpy(), atol=1e-5, rtol=0)
+        assert (q.argmax(-1) == q_net[:, t].numpy().argmax(-1)).all()
+        for a, b in zip(state, st_torch):
+            np.testing.assert_allclose(a, b, atol=1e-5, rtol=0)
+    for a, b in zip(state, final):
+        np.testing.assert_allclose(a, b.numpy(), atol=1e-5, rtol=0)
+    return selected
+
+
+@pytest.mark.parametrize("bottleneck,gain", [(True, 3.0), (False, 30.0)])  # 30: logits large enough to need exp's shift
+def test_numpy_acting_step_gives_the_networks_q_values_and_state(bottleneck, gain):
+    """The cached numpy acting path (keys/values once per weights and retrieval set, top-k in
+    numpy) against the full torch forward, offline (a fixed retrieval set with padding)."""
+    torch.manual_seed(0)
+    obs_dim, n_actions = 5, 3
+    cfg = RetrievalConfig(num_slots=3, slot_size=8, summary_size=8, key_size=6, top_k_trajectories=3, top_k_steps=4,
+                          bottleneck=bottleneck)
+    net = RetrievalAgentNetwork((obs_dim,), n_actions, mlp_hidden=[16], embed_size=12, lstm_size=10, dueling=True,
+                                dueling_hidden=8, retrieval=cfg).eval()
+    with torch.no_grad():  # peaked attention, so that which steps the top-k keeps matters
+        net.retrieval.f_query[1].weight.mul_(gain)
+        net.retrieval.w_e[1].weight.mul_(3.0)
+    data = _toy_dataset(np.random.default_rng(0), 12, obs_dim=obs_dim, actions=n_actions)
+    retrieval_set = data.sample_retrieval(8, np.random.default_rng(2), 6)
+    assert not retrieval_set["valid"].all()  # padded trajectories
+    policy = RetrievalPolicy(net, n_actions)
+    policy.set_retrieval_set(retrieval_set)
+    selected = _acting_matches_the_network(net, policy, obs_dim, n_actions)
+    assert policy._fast.shift == (gain > 10)
+    assert selected.shape[-1] == 3 and len(np.unique(selected.numpy())) > 3  # rows keep different trajectories
+
+
+def test_numpy_acting_step_over_the_online_bank_matches_the_network():
+    """r2d2-retrieval: the retrieval set is the bank that travels with the weights; the cached
+    numpy step is rebuilt at every weight load."""
+    torch.manual_seed(1)
+    cfg = RetrievalConfig(num_slots=2, slot_size=8, summary_size=8, key_size=4, top_k_trajectories=2, top_k_steps=3)
+    kw = dict(mlp_hidden=[16], embed_size=8, lstm_size=8, dueling=False, dueling_hidden=8, retrieval=cfg,
+              bank_shape=(4, 5))
+    net, learner_net = (RetrievalAgentNetwork((3,), 2, **kw) for _ in range(2))
+    valid = torch.arange(5).expand(4, 5) < torch.tensor([[5], [3], [2], [5]])
+    learner_net.set_bank({"obs": torch.randn(4, 5, 3), "prev_action": torch.randint(0, 2, (4, 5)),
+                          "prev_reward": torch.rand(4, 5), "valid": valid})
+    policy = RetrievalPolicy(net, 2)
+    policy.load_weights(net.state_dict())  # an empty bank (no valid step yet): g = 0
+    _acting_matches_the_network(net, policy, 3, 2)
+    policy.load_weights(learner_net.state_dict())
+    first = policy._fast
+    _acting_matches_the_network(net, policy, 3, 2)
+    policy.load_weights(learner_net.state_dict())
+    assert policy._fast is not first

@@ -250,7 +250,6 @@ class RetrievalAgentNetwork(nn.Module):
         """obs [B, T, ...], prev_action [B, T], prev_reward [B, T] -> (Q [B, T, A], final state)."""
         s = self.encode(obs, prev_action, prev_reward)
         b, t, _ = s.shape
-        h, c = state[0], state[1]
         if self.retrieval is not None:
             memory = self.memory if self.memory is not None else self.summarize(self.bank())
             m = state[2].view(b, self.rcfg.num_slots, self.rcfg.slot_size)
@@ -262,13 +261,15 @@ class RetrievalAgentNetwork(nn.Module):
                 kls.append(kl)
             s = s + torch.stack(us, 1)
             self.kl = torch.stack(kls, 1)
-        out, (h, c) = self.core(s, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
-        new_state = (h.squeeze(0), c.squeeze(0))
-        if self.retrieval is not None:
-            new_state += (m.reshape(b, -1),)
+        q, h, c = self.head(s, state[0], state[1])
+        return q, (h, c) if self.retrieval is None else (h, c, m.reshape(b, -1))
+
+    def head(self, x, h, c):
+        """The LSTM over x [B, T, E] (= s + u) from (h, c) [B, H], then Q -> (Q [B, T, A], h, c)."""
+        out, (h, c) = self.core(x, (h.unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()))
         if self.dueling:
             adv = self.advantage(out)
             q = self.value(out) + adv - adv.mean(-1, keepdim=True)
         else:
             q = self.q(out)
-        return q, new_state
+        return q, h.squeeze(0), c.squeeze(0)

@@ -155,35 +155,39 @@ def run_variant(variant: str, base: RDQNOfflineConfig, datasets: list[Trajectory
 
 
 def acting_latency(policies: dict[str, RetrievalPolicy], level: str, num_envs: int = 16, steps: int = 200,
-                   seed: int = 0) -> dict[str, dict]:
+                   seed: int = 0, warmup: int = 10) -> dict[str, dict]:
     """Seconds per batched acting step (one forward pass for `num_envs` envs) and per runner step
-    (acting + stepping the envs) for each policy, measured in the same loop, interleaved in rounds
-    so that machine load hits all of them alike."""
+    (acting + stepping the envs) for each policy. The policies take turns step by step in one loop
+    (each with its own envs and state, in alternating order), so that machine load hits all of
+    them alike, and every entry is a median over steps, which resists the process being preempted
+    mid-step on a shared machine: `act_s` and `step_s` wall-clock, `act_cpu_s` the process CPU time
+    of the act."""
     from rlfleet.platform.runner import reset_state_rows
 
-    out = {name: {"act_s": [], "step_s": []} for name in policies}
     rng = np.random.default_rng(seed)
-    for _ in range(4):
-        for name, policy in policies.items():
-            envs = make_envs(level, num_envs, seed)
-            obs = envs.reset()
-            init, state = policy.initial_state(1), policy.initial_state(num_envs)
-            prev_a, prev_r = np.zeros(num_envs, np.int64), np.zeros(num_envs, np.float32)
-            eps = np.zeros(num_envs)
-            act_t = step_t = 0.0
-            with torch.inference_mode():
-                for _ in range(steps // 4):
-                    t0 = time.perf_counter()
-                    actions, state = policy.act(obs, prev_a, prev_r, state, eps, rng)
-                    t1 = time.perf_counter()
-                    res = envs.step(actions)
-                    step_t += time.perf_counter() - t0
-                    act_t += t1 - t0
-                    prev_a, prev_r, obs = actions, res.reward.astype(np.float32), res.obs
-                    done = np.flatnonzero(res.terminated | res.truncated)
-                    if done.size:
-                        prev_a[done], prev_r[done] = 0, 0.0
-                        reset_state_rows(state, init, done)
-            out[name]["act_s"].append(act_t / (steps // 4))
-            out[name]["step_s"].append(step_t / (steps // 4))
-    return {name: {k: float(np.median(v)) for k, v in d.items()} for name, d in out.items()}
+    runs = {}
+    for name, policy in policies.items():
+        envs = make_envs(level, num_envs, seed)
+        runs[name] = {"policy": policy, "envs": envs, "obs": envs.reset(), "init": policy.initial_state(1),
+                      "state": policy.initial_state(num_envs), "prev_a": np.zeros(num_envs, np.int64),
+                      "prev_r": np.zeros(num_envs, np.float32), "act_s": [], "act_cpu_s": [], "step_s": []}
+    eps = np.zeros(num_envs)
+    order = list(runs.values())
+    with torch.inference_mode():
+        for i in range(warmup + steps):
+            for r in order if i % 2 else order[::-1]:
+                t0, c0 = time.perf_counter(), time.process_time()
+                actions, r["state"] = r["policy"].act(r["obs"], r["prev_a"], r["prev_r"], r["state"], eps, rng)
+                t1, c1 = time.perf_counter(), time.process_time()
+                res = r["envs"].step(actions)
+                t2 = time.perf_counter()
+                if i >= warmup:
+                    r["act_s"].append(t1 - t0)
+                    r["act_cpu_s"].append(c1 - c0)
+                    r["step_s"].append(t2 - t0)
+                r["prev_a"], r["prev_r"], r["obs"] = actions, res.reward.astype(np.float32), res.obs
+                done = np.flatnonzero(res.terminated | res.truncated)
+                if done.size:
+                    r["prev_a"][done], r["prev_r"][done] = 0, 0.0
+                    reset_state_rows(r["state"], r["init"], done)
+    return {name: {k: float(np.median(r[k])) for k in ("act_s", "act_cpu_s", "step_s")} for name, r in runs.items()}
