@@ -37,7 +37,9 @@ from rlfleet.platform.registry import resolve_env  # noqa: E402
 ENVS = {
     # egocentric view (same map, centred on the agent): with the plain map, even BC from 20k expert steps
     # reached only 0.9 of the expert's 15.5 after 3000 updates; centred, 7-8 (see README)
-    # + time_feature: the expert's own-gems -> purple switch depends on the steps left (13.3 without it)
+    # + time_feature: the expert's own-gems -> purple switch depends on the steps left (a policy ignoring
+    # it returns 13.3 vs 15.0). Offline BC, 20k expert steps, 3000 updates of 256, greedy over 50 episodes:
+    # MLP 7.30 (no time) / 6.08 (time); conv torso + time 10.02 (held-out action accuracy 0.91 -> 0.95)
     "gems": {"id": "pz:rlfleet.envs.games.gems_v0", "kwargs": {"egocentric": True, "time_feature": True},
              "expert": experts.gems, "map_shape": [5, 29, 29]},
     "spread": {"id": "pz:mpe2.simple_spread_v3", "kwargs": {"max_cycles": 25}, "expert": experts.simple_spread},
@@ -145,7 +147,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--env-steps", type=int, default=60_000, help="agent steps of online interaction per run")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
-    p.add_argument("--torso", choices=["mlp", "conv"], default="mlp",
+    p.add_argument("--torso", choices=["mlp", "conv"], default="conv",
                    help="critic torso; conv applies to envs with a map_shape (gems), the others keep the MLP")
     p.add_argument("--conv-channels", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--conv-strides", type=int, nargs="+", default=[2, 2, 2])
