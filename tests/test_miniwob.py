@@ -187,3 +187,17 @@ def test_shaping_potential_counts_values_in_aligned_inputs_only():
     box = enc.visible_elements(dom, 8)[1]
     assert box["tag"] == "input_checkbox" and box["text"] == "HF2"
     assert enc.field_matches("HF2", box, "target 0")[0] == 1.0
+
+
+def test_containers_can_be_masked_out_of_clicks(profile_root):
+    env = resolve_env("miniwob:login-user")(max_elements=16, max_fields=2, click_containers=False)
+    L = env.layout
+    try:
+        env.reset(seed=4)
+        mask = env.action_mask().reshape(L.max_elements, 1 + L.max_fields)
+        clickable = sorted(el["tag"] for el, ok in zip(env.elements, mask[:, 0]) if ok)
+        # the wrapping divs, the form and the paragraphs around each label + input are not clickable
+        assert clickable == ["button", "input_password", "input_text", "label", "label"]
+        assert mask[:, 1:].sum() == 4  # typing is unchanged: 2 fields x 2 inputs
+    finally:
+        env.close()

@@ -167,19 +167,29 @@ def encode(layout: DomLayout, fields, elements: list[dict], out: np.ndarray | No
     return obs
 
 
+def is_container(el: dict) -> bool:
+    """A layout element: it has child elements (not a DOM leaf) and no text of its own (the task's
+    wrapping divs, a form, a paragraph around a label and its input). Clicking one does nothing a
+    click on its children would not, and a greedy agent can loop on such no-op clicks."""
+    return not el["flags"][3] and not el["text"].strip() and el["tag"] not in TYPEABLE + LABELLED
+
+
 def legal_actions(layout: DomLayout, num_fields: int, elements: list[dict], out: np.ndarray | None = None,
-                  typeable_only: bool = True) -> np.ndarray:
-    """[E * (1 + F)] bool: click any element on the page; type an existing field into a typeable one."""
+                  typeable_only: bool = True, click_containers: bool = True) -> np.ndarray:
+    """[E * (1 + F)] bool: click any element on the page (but containers, unless `click_containers`);
+    type an existing field into a typeable one."""
     F = layout.max_fields
     mask = np.zeros((layout.max_elements, 1 + F), bool) if out is None else out.reshape(layout.max_elements, 1 + F)
     mask[:] = False
     n = min(len(elements), layout.max_elements)
     mask[:n, 0] = True
+    if not click_containers:
+        mask[:n, 0] = [not is_container(el) for el in elements[:n]]
     nf = min(num_fields, F)
     for e in range(n):
         if not typeable_only or elements[e]["tag"] in TYPEABLE:
             mask[e, 1:1 + nf] = True
-    if n == 0:  # an empty page (between episodes): keep argmax defined; the env ignores the action
+    if not mask.any():  # an empty page (between episodes): keep argmax defined; the env ignores the action
         mask[0, 0] = True
     return mask.reshape(-1)
 

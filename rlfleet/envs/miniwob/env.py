@@ -37,12 +37,13 @@ class MiniWoBEnv(gym.Env):
     def __init__(self, task: str, max_elements: int = 32, max_fields: int = 4, max_steps: int = 10,
                  typeable_only: bool = True, shaping: bool = False, shaping_gamma: float = 0.99, shaping_scale: float = 0.25,
                  warm_start_episodes: int = 0, subgoal_episodes: int = 0, command_timeout: float = 20.0,
-                 data_mode: str = "train", profile_root: str | None = None, render_mode: str | None = None):
+                 data_mode: str = "train", profile_root: str | None = None, render_mode: str | None = None,
+                 click_containers: bool = True):
         if render_mode not in (None, "rgb_array"):
             raise UserError(f"miniwob:{task}: render_mode must be 'rgb_array' (a screenshot), got {render_mode!r}")
         self.task, self.render_mode = task, render_mode
         self.layout = enc.DomLayout(max_elements, max_fields)
-        self.max_steps, self.typeable_only = max_steps, typeable_only
+        self.max_steps, self.typeable_only, self.click_containers = max_steps, typeable_only, click_containers
         self.shaping, self.shaping_gamma, self.shaping_scale = shaping, shaping_gamma, shaping_scale
         self.warm_start_episodes, self.subgoal_episodes = warm_start_episodes, subgoal_episodes
         self.command_timeout, self.data_mode, self.profile_root = command_timeout, data_mode, profile_root
@@ -102,7 +103,8 @@ class MiniWoBEnv(gym.Env):
 
     def _encode(self) -> np.ndarray:
         enc.encode(self.layout, self.visible_fields, self.elements, self._obs)
-        enc.legal_actions(self.layout, len(self.visible_fields), self.elements, self.mask, self.typeable_only)
+        enc.legal_actions(self.layout, len(self.visible_fields), self.elements, self.mask, self.typeable_only,
+                          self.click_containers)
         return self._obs.copy()
 
     # -- gym API -------------------------------------------------------------------------------
