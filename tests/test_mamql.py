@@ -152,3 +152,15 @@ def test_conv_torso_shapes_and_behaviour_cloning_fits_a_tiny_dataset(tmp_path):
     with torch.no_grad():
         accuracy = (learner.online(t["obs"]).argmax(-1) == t["action"]).float().mean().item()
     assert accuracy > 0.95, accuracy  # 96 expert rows, memorized
+
+
+def test_turn_based_demonstrations_are_rejected_with_a_clear_message(tmp_path):
+    from rlfleet import demos
+    from rlfleet.algorithms.mamql.learner import ExpertData
+    from rlfleet.envs.board_experts import tictactoe
+    from rlfleet.platform.errors import UserError
+
+    path = tmp_path / "ttt.parquet"
+    demos.record("pz:pettingzoo.classic.tictactoe_v3", tictactoe, 30, path, seed=0)
+    with pytest.raises(UserError, match="turn-based game"):
+        ExpertData(str(path), None, "cpu", None)

@@ -46,6 +46,9 @@ class ExpertData:
         from rlfleet.platform.multiagent import encode_agent_obs
 
         data, meta = demos.load(path)
+        if meta.get("turn_based"):  # rows are single turns: there is no joint action of an env step
+            raise UserError(f"demonstrations {path}: recorded from a turn-based game; mamql, iql-ma and bc "
+                            f"learn from simultaneous-move (Parallel) envs only")
         names = list(env_spec.agent_names) if env_spec.agent_names else ["agent"]
         if sorted(data) != sorted(names):
             raise UserError(f"demonstrations {path}: agents {sorted(data)} do not match the env's {sorted(names)}")
