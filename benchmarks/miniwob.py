@@ -39,10 +39,8 @@ TASKS = {
     "focus-text": (1500, {}),
     "enter-text": (6000, {**CURRICULUM, "max_elements": 16}),  # 5 elements on the page
     # 2-6 boxes, each a target with p = 0.5: up to 6 target fields (+ the button), 16 elements, 7 steps
-    # (layout containers masked out of clicks: greedy agents looped on no-op clicks on wrapping divs)
-    "click-checkboxes": (10000, {**CURRICULUM, "max_fields": 6, "max_steps": 8, "max_elements": 20,
-                                 "click_containers": False}),
-    "login-user": (16000, {**CURRICULUM, "max_elements": 16, "click_containers": False}),  # 10 elements
+    "click-checkboxes": (16000, {**CURRICULUM, "max_fields": 6, "max_steps": 8, "max_elements": 20}),
+    "login-user": (20000, {**CURRICULUM, "max_elements": 16}),  # 10 elements
     # harder: no scripted solver, so no warm starts; shaping only; a token budget on this machine
     "search-engine": (800, {"shaping": True}),
     "email-inbox": (800, {"shaping": True}),
