@@ -18,7 +18,7 @@ import numpy as np
 
 from rlfleet.platform.agent import load_agent
 from rlfleet.platform.errors import UserError
-from rlfleet.platform.evaluation import run_episodes
+from rlfleet.platform.evaluation import episode_report
 
 
 def evaluate(path: str | Path, episodes: int = 20, num_envs: int = 8, seed: int = 1_000_003,
@@ -26,32 +26,13 @@ def evaluate(path: str | Path, episodes: int = 20, num_envs: int = 8, seed: int 
     agent = load_agent(path)
     n = max(1, min(num_envs, episodes))
     envs = agent.env_maker.batch(n, seed)
-    spec, rng = agent.env_spec, np.random.default_rng(seed)
-    names = list(spec.agent_names or ())
-    vs_random = {}
     try:
-        slots: list[int] = []
-        results = run_episodes(agent.policy, envs, episodes * spec.agents, 0.0, rng, slots)
-        if spec.turn_based:  # each agent against uniformly random opponents
-            for k, a in enumerate(names):
-                slots_k: list[int] = []
-                res_k = run_episodes(agent.policy, envs, episodes * spec.agents, 0.0, rng, slots_k,
-                                     random_agents=tuple(j for j in range(len(names)) if j != k))
-                mine = np.array(slots_k) % spec.agents == k
-                vs_random[a] = float(np.array([r for r, _ in res_k])[mine].mean())
+        stats, returns = episode_report(agent.policy, envs, episodes * agent.env_spec.agents, 0.0,
+                                        np.random.default_rng(seed))
     finally:
         envs.close()
-    returns = np.array([r for r, _ in results])
-    report = {"checkpoint": str(agent.checkpoint), "env": agent.cfg.env.id, "episodes": episodes,
-              "agents": spec.agents, "return_mean": float(returns.mean()), "return_std": float(returns.std()),
-              "length_mean": float(np.mean([length for _, length in results])),
-              "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    if names:  # multi-agent envs: the mean return of each agent
-        agent_of = np.array(slots) % spec.agents
-        report["agent_returns"] = {a: float(returns[agent_of == k].mean()) for k, a in enumerate(names)
-                                   if (agent_of == k).any()}
-    if vs_random:
-        report["agent_returns_vs_random"] = vs_random
+    report = {"checkpoint": str(agent.checkpoint), "env": agent.cfg.env.id, **stats, "episodes": episodes,
+              "agents": agent.env_spec.agents, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if success_threshold is not None:
         report["success_threshold"] = success_threshold
         report["success_rate"] = float(np.mean(returns >= success_threshold))

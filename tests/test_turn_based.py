@@ -179,7 +179,8 @@ def test_r2d2_trains_on_tictactoe_through_ray_and_reports_per_agent_returns(ray_
     assert set(last["agent_returns"]) == {"player_1", "player_2"}
     # zero-sum: one player's wins are the other's losses (greedy play of both players)
     assert last["agent_returns"]["player_1"] == pytest.approx(-last["agent_returns"]["player_2"])
-    assert 3 <= last["length_mean"] <= 5  # turns per player and game
+    # turns per player and game: a win on move 5 is 3 + 2 turns (2.5 each), a draw 5 + 4 (4.5 each)
+    assert 2.5 <= last["length_mean"] <= 4.5
     # and each player against uniformly random opponents (the evaluator's measure of skill in games)
     vs_random = last["agent_returns_vs_random"]
     assert set(vs_random) == {"player_1", "player_2"} and all(-1 <= r <= 1 for r in vs_random.values())

@@ -63,6 +63,32 @@ def run_episodes(policy, envs, episodes: int, epsilon: float, rng: np.random.Gen
     return out
 
 
+def episode_report(policy, envs, episodes: int, epsilon: float, rng: np.random.Generator) -> tuple[dict, np.ndarray]:
+    """Play `episodes` episodes: ({return_mean, return_std, length_mean, episodes, and for
+    multi-agent envs each agent's mean return `agent_returns`; for turn-based games also each
+    agent's mean return against uniformly random opponents `agent_returns_vs_random`}, returns)."""
+    names = envs.spec.agent_names
+
+    def play(random_agents: tuple = ()):
+        slots: list[int] = []
+        results = run_episodes(policy, envs, episodes, epsilon, rng, slots, random_agents)
+        return (np.array([r for r, _ in results]), np.array([length for _, length in results]),
+                np.array(slots) % envs.spec.agents)
+
+    returns, lengths, agent = play()
+    out = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
+           "length_mean": float(lengths.mean()), "episodes": len(returns)}
+    if names:  # multi-agent envs: the mean return of each agent
+        out["agent_returns"] = {a: float(returns[agent == k].mean()) for k, a in enumerate(names)
+                                if (agent == k).any()}
+    if envs.spec.turn_based:  # games: each agent against uniformly random opponents
+        out["agent_returns_vs_random"] = {}
+        for k, a in enumerate(names):
+            r, _, ag = play(tuple(j for j in range(len(names)) if j != k))
+            out["agent_returns_vs_random"][a] = float(r[ag == k].mean())
+    return out, returns
+
+
 class Evaluator:
     """Ray actor that evaluates published weights without disturbing the training runners."""
 
@@ -76,23 +102,4 @@ class Evaluator:
 
     def evaluate(self, weights_ref: list, episodes: int, epsilon: float) -> dict:
         self.policy.load_weights(ray.get(weights_ref[0]))
-        returns, agent = self._run(episodes, epsilon)
-        out = {"return_mean": float(returns.mean()), "return_std": float(returns.std()),
-               "length_mean": float(np.mean(self._lengths)), "episodes": len(returns)}
-        names = self.envs.spec.agent_names
-        if names:  # multi-agent envs: the mean return of each agent
-            out["agent_returns"] = {a: float(returns[agent == k].mean()) for k, a in enumerate(names)
-                                    if (agent == k).any()}
-        if self.envs.spec.turn_based:  # games: each agent against uniformly random opponents
-            out["agent_returns_vs_random"] = {}
-            for k, a in enumerate(names):
-                returns, agent = self._run(episodes, epsilon, tuple(j for j in range(len(names)) if j != k))
-                out["agent_returns_vs_random"][a] = float(returns[agent == k].mean())
-        return out
-
-    def _run(self, episodes: int, epsilon: float, random_agents: tuple = ()) -> tuple[np.ndarray, np.ndarray]:
-        """(returns, agent index of each) of `episodes` episodes; lengths in self._lengths."""
-        slots: list[int] = []
-        results = run_episodes(self.policy, self.envs, episodes, epsilon, self.rng, slots, random_agents)
-        self._lengths = [length for _, length in results]
-        return np.array([r for r, _ in results]), np.array(slots) % self.envs.spec.agents
+        return episode_report(self.policy, self.envs, episodes, epsilon, self.rng)[0]
