@@ -50,7 +50,7 @@ BASIC = list(TASKS)[:6]
 
 
 def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, small_net: bool = False,
-               samples_per_insert: float | None = None, overrides: list[str] | None = None) -> dict:
+               overrides: list[str] | None = None) -> dict:
     cfg = yaml.safe_load(BASE.read_text())
     cfg["name"] = f"miniwob-{task}"
     cfg["seed"] = seed
@@ -66,8 +66,6 @@ def train_task(task: str, env_steps: int, kwargs: dict, seed: int, root: Path, s
     elif small_net:  # 2.4x cheaper updates (the CPU learner is the bottleneck on multi-step tasks)
         cfg["algorithm"].update(hidden=32, embed_dim=16, lstm_size=32)
         cfg["replay"]["samples_per_insert"] = 16
-    if samples_per_insert:
-        cfg["replay"]["samples_per_insert"] = samples_per_insert
     for key, value in parse_overrides(overrides):  # --set key.path=value, as `rlfleet train --set`
         set_path(cfg, key, value)
     cfg["logging"].update({"root": str(root), "progress": False})
@@ -116,7 +114,6 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=1.0, help="multiply every task's env-step budget")
     ap.add_argument("--small-net", action="store_true",
                     help="hidden 32, embed 16, 16 samples per insert for one-step tasks (multi-step tasks always use it)")
-    ap.add_argument("--samples-per-insert", type=float, default=None, help="replay ratio override")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides after the task's, e.g. algorithm.trace=3 env.kwargs.max_elements=16")
     args = ap.parse_args()
@@ -132,12 +129,12 @@ def main() -> None:
     for task in args.tasks:
         steps, kwargs = TASKS[task]
         steps = int(steps * args.scale)
-        s = train_task(task, steps, kwargs, args.seed, root, args.small_net, args.samples_per_insert, args.set)
+        s = train_task(task, steps, kwargs, args.seed, root, args.small_net, args.set)
         ev = greedy_success(s["run_dir"], args.episodes, args.eval_envs, 1_000_000 + args.seed)
         row = {"system": "rlfleet-qweb", "setting": task, "seed": args.seed, "env_steps": s["env_steps"],
                "wall_s": round(s["train_wall_s"], 1), "metric": "greedy_success", "value": ev["success"],
                "updates": s["updates"], "train_episodes": s["episodes"], "env_kwargs": kwargs,
-               "small_net": args.small_net, "samples_per_insert": args.samples_per_insert, "overrides": args.set,
+               "small_net": args.small_net, "overrides": args.set,
                "eval": ev, "evals_during_training": s.get("evals", [])}
         mine.append(row)
         print(f"{task}: success {ev['success']:.2f} over {ev['episodes']} greedy episodes after "
