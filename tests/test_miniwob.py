@@ -184,9 +184,14 @@ def test_shaping_potential_counts_values_in_aligned_inputs_only():
             "left": [0], "top": [0], "width": [9], "height": [9], "flags": [0, 0, 0, 0]},
            {"ref": 7, "parent": 5, "tag": "t", "text": "HF2", "value": None, "id": "", "classes": "",
             "left": [0], "top": [0], "width": [9], "height": [9], "flags": [0, 0, 0, 1]}]
-    box = enc.visible_elements(dom, 8)[1]
+    label, box = enc.visible_elements(dom, 8)
     assert box["tag"] == "input_checkbox" and box["text"] == "HF2"
     assert enc.field_matches("HF2", box, "target 0")[0] == 1.0
+    # and the label shows the box's state (clicking it toggles the box): ticked and unticked differ
+    assert label["value"] == box["value"] == ""
+    dom[1]["value"] = True
+    label, box = enc.visible_elements(dom, 8)
+    assert label["value"] == box["value"] == "True"
 
 
 def test_containers_can_be_masked_out_of_clicks(profile_root):

@@ -236,10 +236,11 @@ class EnvRunner:
                 self._in_flight = self._ship(seqs, self._in_flight)
             self._since_ship = 0
         if self._since_sync >= self.sync_interval and self._weights_req is None:
-            self._weights_req = self.learner.get_weights.remote(self.version)
+            # a concurrent future: polling it each step costs ~0.1 us, ray.wait(timeout=0) ~30 us
+            self._weights_req = self.learner.get_weights.remote(self.version).future()
             self._since_sync = 0
-        if self._weights_req is not None and ray.wait([self._weights_req], timeout=0)[0]:
-            answer = ray.get(self._weights_req)
+        if self._weights_req is not None and self._weights_req.done():
+            answer = self._weights_req.result()
             self._weights_req = None
             if answer is not None:
                 self._load(answer)

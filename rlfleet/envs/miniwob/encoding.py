@@ -11,7 +11,8 @@ Tokens are hashed words (ids in [1, VOCAB), 0 = padding), so there is no vocabul
 the network embeds them. Text pseudo-elements (MiniWoB's tag "t", e.g. a checkbox label's text)
 are merged into their parent element, which is what a click can target; a checkbox or radio
 button with no text of its own takes its label's (so "select HF2" matches the box, whose value
-says whether it is ticked).
+says whether it is ticked), and the label takes the box's value (a click on the label toggles the
+box, so a feed-forward agent needs to see the box's state on the label too, or it loops on it).
 
 Action: one flat Discrete index over element x {click, type field f}:
 a = e * (1 + F) + k, k = 0: click element e; k = 1 + f: focus element e and type field f's value.
@@ -120,8 +121,11 @@ def visible_elements(dom_elements, max_elements: int) -> list[dict]:
         out.append(item)
     for item in out:
         parent = by_ref.get(item["parent"])
-        if item["tag"] in LABELLED and not item["text"] and parent is not None and parent["tag"] == "label":
-            item["text"] = parent["text"]
+        if item["tag"] in LABELLED and parent is not None and parent["tag"] == "label":
+            if not item["text"]:
+                item["text"] = parent["text"]
+            if not parent["value"]:  # clicking the label toggles its box: it shows the box's state
+                parent["value"] = item["value"]
     return out[:max_elements]
 
 
