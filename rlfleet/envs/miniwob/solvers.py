@@ -74,5 +74,14 @@ def click_checkboxes(layout, fields, elements):
     return (todo[0], len(todo) + 1) if todo else (submit, 1)
 
 
+def login_user_popup(layout, fields, elements):
+    """login-user, but focusing a field may open a popup that disables the form: Cancel closes
+    it (OK ends the episode with -1); then fill the form as login-user."""
+    cancel = next((i for i, el in enumerate(elements) if el["attrs"].split()[:1] == ["popup-cancel"]), None)
+    action, left = login_user(layout, fields, elements)
+    return (layout.encode_action(cancel), left + 1) if cancel is not None else (action, left)
+
+
 SOLVERS = {"click-test": click_test, "click-button": click_button, "focus-text": focus_text,
-           "enter-text": enter_text, "login-user": login_user, "click-checkboxes": click_checkboxes}
+           "enter-text": enter_text, "login-user": login_user, "click-checkboxes": click_checkboxes,
+           "login-user-popup": login_user_popup}
