@@ -6,7 +6,9 @@ For each env family present and R runners (1 and 2) of M envs each:
 - rlfleet random: R EnvRunner actors hosting a RandomPolicy (no network), building sequences and
   shipping them to a replay shard with no rate limit (so no learner bottleneck);
 - rlfleet r2d2: the same with the quickstart's R2D2 network acting (one batched forward per step).
-Writes benchmarks/results/perf_pipeline.json; the summary ratio is rlfleet random / raw.
+Each setting is measured `--repeats` times, raw and rlfleet alternating, and the medians are
+reported (this 2-core machine drifts by 10-20% within minutes). Writes
+benchmarks/results/perf_pipeline.json; the summary ratio is median rlfleet random / median raw.
 
     python benchmarks/perf_pipeline.py --seconds 10
 """
@@ -166,6 +168,11 @@ def rlfleet_steps_per_s(cfg, algo_cfg, maker: EnvMaker, policy: str, runners: in
         i, maker, make_policy, algo_cfg, layout, eps[i * slots:(i + 1) * slots], [shard], source, weights,
         ship_interval, cfg.runners.weight_sync_interval, seed=i) for i in range(runners)]
     ray.get([a.start.remote() for a in actors])
+    deadline = time.perf_counter() + 300  # envs started and compiled (browsers, jax.jit) before the clock, as in raw
+    while min(s["env_steps"] for s in ray.get([a.stats.remote() for a in actors])) == 0:
+        if time.perf_counter() > deadline:
+            raise RuntimeError(f"runners took no env step within 300 s ({maker.factory})")
+        time.sleep(0.5)
     time.sleep(warmup)
     s0 = ray.get([a.stats.remote() for a in actors])
     t0 = time.perf_counter()
@@ -188,6 +195,7 @@ def main() -> None:
     p.add_argument("--runners", type=int, nargs="+", default=[1, 2])
     p.add_argument("--envs-per-runner", type=int, nargs="+", default=[8, 64])
     p.add_argument("--ship-interval", type=int, default=1024, help="env steps per shipment to replay")
+    p.add_argument("--repeats", type=int, default=3, help="alternating raw/rlfleet measurements; medians are reported")
     args = p.parse_args()
     import ray
 
@@ -207,15 +215,26 @@ def main() -> None:
                 setting = f"{family} {r}x{num_envs}"
                 common = {"setting": setting, "env": family, "runners": r, "envs_per_runner": num_envs,
                           "metric": "env_steps_per_s"}
-                raw = raw_steps_per_s(maker, r, num_envs, args.seconds)  # before Ray: nothing else running
-                rows.append({"system": "raw", **common, "value": round(raw, 1)})
-                ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
+                runs = {"raw": [], "random": [], "r2d2": []}
+                splits = {"random": [], "r2d2": []}
+                for _ in range(args.repeats):  # alternated: slow drifts of this shared machine hit both sides
+                    runs["raw"].append(raw_steps_per_s(maker, r, num_envs, args.seconds))  # before Ray: nothing else running
+                    ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
+                    for policy in ("random", "r2d2"):
+                        rate, split = rlfleet_steps_per_s(cfg, algo_cfg, maker, policy, r, num_envs,
+                                                          args.ship_interval, args.seconds)
+                        runs[policy].append(rate)
+                        splits[policy].append(split)
+                    ray.shutdown()
+                raw = float(np.median(runs["raw"]))
+                rows.append({"system": "raw", **common, "value": round(raw, 1),
+                             "repeats": [round(v, 1) for v in runs["raw"]]})
                 for policy in ("random", "r2d2"):
-                    rate, split = rlfleet_steps_per_s(cfg, algo_cfg, maker, policy, r, num_envs, args.ship_interval,
-                                                      args.seconds)
+                    rate = float(np.median(runs[policy]))
+                    split = {k: round(float(np.median([sp[k] for sp in splits[policy]])), 3) for k in splits[policy][0]}
                     rows.append({"system": f"rlfleet-{policy}", **common, "value": round(rate, 1),
-                                 "ratio_vs_raw": round(rate / raw, 3), "time_split": split})
-                ray.shutdown()
+                                 "ratio_vs_raw": round(rate / raw, 3), "time_split": split,
+                                 "repeats": [round(v, 1) for v in runs[policy]]})
     ratio = {}
     for row in rows:
         if row["system"] == "rlfleet-random":
