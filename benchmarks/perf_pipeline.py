@@ -49,15 +49,18 @@ if not HAVE_MINIWOB:
     del ENVS["miniwob_click_button"]
 
 
-def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
+def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out, start) -> None:
+    """One raw process; `start` (a barrier of all of them) makes their windows coincide, as the
+    runners' do: a process that finished setting up early would otherwise run alone for a while."""
     from rlfleet.platform.multiagent import is_parallel_env
 
     if hasattr(maker.factory, "make_batch"):  # natively vectorized (smax: one jax.vmap): the batch is the raw env
-        return _raw_batch(maker, num_envs, seconds, seed, out)
+        return _raw_batch(maker, num_envs, seconds, seed, out, start)
     envs = [maker() for _ in range(num_envs)]
     for i, e in enumerate(envs):
         e.reset(seed=seed + i)
     steps, k = 0, 0
+    start.wait()
     t_end = time.perf_counter() + seconds
     if is_parallel_env(envs[0]):  # PettingZoo: count agent steps, as rlfleet's runners do
         n_actions = envs[0].action_space(envs[0].possible_agents[0]).n
@@ -94,7 +97,7 @@ def _raw_worker(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) 
     out.put(steps / seconds)
 
 
-def _raw_batch(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -> None:
+def _raw_batch(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out, start) -> None:
     """A factory's own batch stepped in a loop with random legal actions; agent steps counted
     (slots sitting out excluded), as rlfleet's runners count them. Compiled before the clock starts."""
     from rlfleet.platform.policies import random_legal_actions
@@ -104,6 +107,7 @@ def _raw_batch(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out) -
     batch.reset()
     batch.step(random_legal_actions(rng, len(batch), batch.spec.num_actions, batch.action_mask))
     steps = 0
+    start.wait()
     t0 = time.perf_counter()
     t_end = t0 + seconds
     while time.perf_counter() < t_end:
@@ -125,7 +129,9 @@ except ImportError:  # without the smax extra the row is left out
 def raw_steps_per_s(maker: EnvMaker, runners: int, num_envs: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_raw_worker, args=(maker, num_envs, seconds, 1000 * i, out)) for i in range(runners)]
+    start = ctx.Barrier(runners)
+    procs = [ctx.Process(target=_raw_worker, args=(maker, num_envs, seconds, 1000 * i, out, start))
+             for i in range(runners)]
     for p in procs:
         p.start()
     rates = [out.get() for _ in procs]
