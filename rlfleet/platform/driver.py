@@ -151,12 +151,11 @@ class Experiment:
         self.last_runner_steps[i] = 0
         self.node_refs[i] = self.runners[i].__ray_call__.remote(_node_id)
 
-    def _note_runner_nodes(self, wait_s: float = 0.0) -> None:
-        """Record on which node each runner (and each replacement) landed: placement is observable.
-        `wait_s`: at the end of a run, give a replacement that is still starting time to report."""
+    def _note_runner_nodes(self) -> None:
+        """Record on which node each runner (and each replacement) landed: placement is observable."""
         if not self.node_refs:
             return
-        ready, _ = ray.wait(list(self.node_refs.values()), num_returns=len(self.node_refs), timeout=wait_s)
+        ready, _ = ray.wait(list(self.node_refs.values()), num_returns=len(self.node_refs), timeout=0)
         for i, ref in [(i, r) for i, r in self.node_refs.items() if r in ready]:
             del self.node_refs[i]
             try:
@@ -332,7 +331,7 @@ class Experiment:
             result = ray.get(eval_ref)
             self.evals.append({"env_steps": eval_step, "updates": learner_stats["updates"],
                                "wall_s": round(self.wall_s(), 2), **result})
-        self._note_runner_nodes(wait_s=10.0)
+        self._note_runner_nodes()
         path = self.save()
         self.logger.close()
         summary = {"run_dir": str(self.run_dir), "stop_reason": stop_reason, "env_steps": self.env_steps,
