@@ -98,7 +98,26 @@ def test_bottleneck_kl_term_of_the_process_and_the_loss_matches_hand_computation
     rng = np.random.default_rng(1)
     loss, stats = learner.loss(data.sequence_batch(np.arange(3), 8, rng), data.sample_retrieval(3, rng, 8, exclude=[0, 1, 2]))
     assert stats["kl"] == pytest.approx(hand, abs=1e-5)
-    assert loss.item() == pytest.approx(stats["rl_loss"] + 0.3 * hand, abs=1e-5)
+    assert loss.item() == pytest.approx(stats["rl_loss"] + stats["cql"] + 0.3 * hand, abs=1e-5)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_offline_cql_term_matches_a_hand_computation(alpha):
+    """CQL(H): mean over real steps of logsumexp_a Q(s, a) - Q(s, a_data), weighted by cql_alpha."""
+    cfg = RDQNOfflineConfig(mlp_hidden=[8], embed_size=5, lstm_size=8, dueling_hidden=8, cql_alpha=alpha,
+                            retrieval=RetrievalConfig(enabled=False))
+    learner = OfflineRDQN(cfg, (3,), 2)
+    data = _toy_dataset(np.random.default_rng(0), 6)
+    batch = data.sequence_batch(np.arange(4), 8, np.random.default_rng(1))
+    loss, stats = learner.loss(batch, None)
+    with torch.no_grad():
+        q, _ = learner.online.unroll(batch["obs"], batch["prev_action"], batch["prev_reward"],
+                                     learner.online.initial_state(4))
+    q, mask = q[:, :-1].numpy().astype(np.float64), batch["mask"].numpy() > 0
+    taken = np.take_along_axis(q, batch["action"].numpy()[..., None], -1)[..., 0]
+    hand = (np.log(np.exp(q).sum(-1)) - taken)[mask].mean()
+    assert hand > 0.1 and stats["cql"] == pytest.approx(hand if alpha else 0.0, abs=1e-5)
+    assert loss.item() == pytest.approx(stats["rl_loss"] + alpha * hand, abs=1e-5)
 
 
 def _toy_dataset(rng, n, obs_dim=3, actions=2):
@@ -199,7 +218,7 @@ def test_retrieval_finds_same_task_trajectories_when_only_they_identify_the_task
         return TrajectoryDataset(out, n_actions)
 
     rtask = np.repeat(np.arange(n_tasks), 8)
-    cfg = RDQNOfflineConfig(n_step=1, batch_size=32, lr=3e-3, mlp_hidden=[32], embed_size=32, lstm_size=32,
+    cfg = RDQNOfflineConfig(n_step=1, batch_size=32, lr=3e-3, cql_alpha=0.0, mlp_hidden=[32], embed_size=32, lstm_size=32,
                             dueling_hidden=32, retrieval=RetrievalConfig(num_slots=1, slot_size=32, summary_size=32,
                                                                          key_size=16, bottleneck=False))
     learner = OfflineRDQN(cfg, (dim,), n_actions, seed=0)

@@ -41,6 +41,9 @@ class RDQNOfflineConfig(BaseModel):
     gamma: float = Field(0.99, gt=0, le=1)
     value_rescaling: bool = Field(False, description="h(x) of R2D2; BabyAI rewards are in [0, 1]")
     double_q: bool = True
+    cql_alpha: float = Field(1.0, ge=0, description=(
+        "weight of the conservative term mean(logsumexp_a Q - Q(s, a_data)) (CQL(H), Kumar et al. 2020); "
+        "0 = plain offline DQN"))
     batch_size: int = Field(32, ge=1, description="episodes per update")
     lr: float = Field(5e-4, gt=0)
     adam_eps: float = Field(1e-4, gt=0)

@@ -59,11 +59,18 @@ class OfflineRDQN:
         q_taken = q_on[:, :-1].gather(-1, batch[B.ACTION].unsqueeze(-1)).squeeze(-1)
         td = (q_taken - y) * mask
         rl_loss = 0.5 * td.square().sum() / mask.sum().clamp(min=1.0)
+        # CQL(H): push down every action's Q (soft maximum), push up the data's action. Offline data
+        # never shows what unseen actions lead to; without this their Q-values stay where the
+        # function approximator puts them and greedy acting picks them.
+        cql = torch.zeros(())
+        if cfg.cql_alpha > 0:
+            gap = torch.logsumexp(q_on[:, :-1], dim=-1) - q_taken
+            cql = (gap * mask).sum() / mask.sum().clamp(min=1.0)
         kl = torch.zeros(())
         if self.uses_retrieval and cfg.retrieval.bottleneck:
             kl = (self.online.kl[:, :-1] * mask).sum() / mask.sum().clamp(min=1.0)
-        loss = rl_loss + cfg.retrieval.beta * kl
-        return loss, {"loss": loss.item(), "rl_loss": rl_loss.item(), "kl": kl.item(),
+        loss = rl_loss + cfg.cql_alpha * cql + cfg.retrieval.beta * kl
+        return loss, {"loss": loss.item(), "rl_loss": rl_loss.item(), "cql": cql.item(), "kl": kl.item(),
                       "q_mean": ((q_taken * mask).sum() / mask.sum()).item()}
 
     def update(self, batch: dict, retrieval_set: dict | None = None) -> dict:
