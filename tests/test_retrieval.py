@@ -11,7 +11,8 @@ import torch
 from rlfleet.algorithms.retrieval import (KeyIndex, OfflineRDQN, RDQNOfflineConfig, RetrievalConfig,
                                           TrajectoryDataset, top_k_attention)
 from rlfleet.algorithms.retrieval.networks import RetrievalAgentNetwork, RetrievalProcess, gaussian_kl, reverse_valid
-from rlfleet.algorithms.retrieval.policy import RetrievalPolicy
+from rlfleet.algorithms.retrieval import kernels
+from rlfleet.algorithms.retrieval.policy import NumpyRetrievalStep, RetrievalPolicy
 
 torch.set_num_threads(1)
 
@@ -283,10 +284,20 @@ def _acting_matches_the_network(net, policy, obs_dim, n_actions, steps=6, batch=
     return selected
 
 
+@pytest.fixture(params=["compiled", "numpy"])
+def acting_path(request, monkeypatch):
+    """Both acting paths: numba kernels (the test extra installs numba) and the numpy fallback."""
+    if request.param == "compiled":
+        assert kernels.ENABLED, "numba is part of the test extra; RLFLEET_NUMBA=0 must not be set here"
+    else:
+        monkeypatch.setattr(NumpyRetrievalStep, "use_kernel", False)
+    return request.param
+
+
 @pytest.mark.parametrize("bottleneck,gain", [(True, 3.0), (False, 30.0)])  # 30: logits large enough to need exp's shift
-def test_numpy_acting_step_gives_the_networks_q_values_and_state(bottleneck, gain):
+def test_numpy_acting_step_gives_the_networks_q_values_and_state(bottleneck, gain, acting_path):
     """The cached numpy acting path (keys/values once per weights and retrieval set, top-k in
-    numpy) against the full torch forward, offline (a fixed retrieval set with padding)."""
+    numpy or compiled loops) against the full torch forward, offline (a fixed retrieval set with padding)."""
     torch.manual_seed(0)
     obs_dim, n_actions = 5, 3
     cfg = RetrievalConfig(num_slots=3, slot_size=8, summary_size=8, key_size=6, top_k_trajectories=3, top_k_steps=4,
@@ -306,7 +317,7 @@ def test_numpy_acting_step_gives_the_networks_q_values_and_state(bottleneck, gai
     assert selected.shape[-1] == 3 and len(np.unique(selected.numpy())) > 3  # rows keep different trajectories
 
 
-def test_numpy_acting_step_over_the_online_bank_matches_the_network():
+def test_numpy_acting_step_over_the_online_bank_matches_the_network(acting_path):
     """r2d2-retrieval: the retrieval set is the bank that travels with the weights; the cached
     numpy step is rebuilt at every weight load."""
     torch.manual_seed(1)

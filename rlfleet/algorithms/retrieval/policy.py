@@ -14,6 +14,7 @@ import math
 import numpy as np
 import torch
 
+from rlfleet.algorithms.retrieval import kernels
 from rlfleet.platform.policies import epsilon_greedy
 
 
@@ -41,6 +42,8 @@ class NumpyRetrievalStep:
     The top-k trajectories are ranked by unnormalized attention mass (the same order), and the
     kept steps' weights are their exp(logit) renormalized, which is their softmax."""
 
+    use_kernel = True  # compiled loops when numba is installed (kernels.py); False: numpy only
+
     def __init__(self, proc, memory: dict):
         cfg = proc.cfg
         self.k, self.ms, self.d = k, ms, d = cfg.num_slots, cfg.slot_size, cfg.key_size
@@ -49,7 +52,8 @@ class NumpyRetrievalStep:
         valid = memory["valid"][0].reshape(-1)
         steps = torch.nonzero(valid)[:, 0]  # the valid steps, flat over [N, L]
         self.k2 = min(cfg.top_k_steps, self.k1 * l, len(steps))
-        self.owner = (steps // l).numpy()
+        self.owner = (steps // l).numpy().astype(np.int64)
+        self.starts = np.searchsorted(self.owner, np.arange(self.n + 1))  # trajectory i: steps starts[i]:starts[i+1]
         self.member = np.zeros((len(steps), self.n), np.float32)  # step -> its trajectory
         self.member[np.arange(len(steps)), self.owner] = 1.0
         with torch.no_grad():
@@ -93,15 +97,11 @@ class NumpyRetrievalStep:
 
     def __call__(self, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """s [B, E], m [B, K*M] -> (u [B, E], m [B, K*M])."""
+        if kernels.ENABLED and self.use_kernel and len(self.table):
+            return self._compiled(s, m)
         b, k, ms, d = len(s), self.k, self.ms, self.d
         bk = b * k
-        # slot GRU, PyTorch gate order r, z, n: r = (t_r + 1)/2, z = (t_z + 1)/2 with t = tanh(half pre-activation)
-        sa = s @ self.w_s + self.b_s
-        gh = (m.reshape(bk, ms) @ self.w_hh).reshape(b, k, 3 * ms) + self.c_hh
-        t = np.tanh(gh[..., :2 * ms] + sa[:, None, :2 * ms])
-        n = np.tanh(sa[:, None, 2 * ms:3 * ms] + (t[..., :ms] + 1.0) * gh[..., 2 * ms:])
-        h = m.reshape(b, k, ms) + self.slot_bias
-        mhat = (n + (t[..., ms:] + 1.0) * 0.5 * (h - n)).reshape(bk, ms)
+        sa, mhat = self._slot_gru(s, m)
         p = mhat @ self.w_p + self.b_p
         zt = self._read(p[:, :d], bk) if len(self.table) else np.broadcast_to(self.empty_row, (bk, len(self.empty_row)))
         z = zt[:, :ms]
@@ -115,13 +115,44 @@ class NumpyRetrievalStep:
         u = (att[:, k:] @ zt[:, 3 * ms:].reshape(b, k, -1))[:, 0]
         return u, m.reshape(b, k * ms)
 
-    def _read(self, x: np.ndarray, bk: int) -> np.ndarray:
-        """Query LayerNorm, two-stage top-k attention over the valid steps -> sum_j alpha_j table_j."""
+    def _compiled(self, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The same step with the top-k read and the slot attention in compiled loops
+        (kernels.py), matrix products, exp and tanh in numpy: ~20 calls instead of ~40."""
+        b, k, ms, d = len(s), self.k, self.ms, self.d
+        bk = b * k
+        sa, mhat = self._slot_gru(s, m)
+        p = mhat @ self.w_p
+        p += self.b_p
+        e = self._logits(p[:, :d])
+        np.exp(e, out=e)
+        zt = np.empty((bk, self.table.shape[1]), np.float32)
+        kernels.top_k_read(e, self.starts, self.k1, self.k2, self.table, zt)
+        m_out, u = np.empty((b, k * ms), np.float32), np.empty((b, self.table.shape[1] - 3 * ms), np.float32)
+        kernels.slot_attention(p, zt, mhat, sa, k, d, m_out, u)
+        return u, m_out
+
+    def _slot_gru(self, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """PyTorch gate order r, z, n: r = (t_r + 1)/2, z = (t_z + 1)/2 with t = tanh(half pre-activation).
+        -> (s's projections [B, 4M], mhat [B*K, M])."""
+        b, k, ms = len(s), self.k, self.ms
+        sa = s @ self.w_s + self.b_s
+        gh = (m.reshape(b * k, ms) @ self.w_hh).reshape(b, k, 3 * ms) + self.c_hh
+        t = np.tanh(gh[..., :2 * ms] + sa[:, None, :2 * ms])
+        n = np.tanh(sa[:, None, 2 * ms:3 * ms] + (t[..., :ms] + 1.0) * gh[..., 2 * ms:])
+        h = m.reshape(b, k, ms) + self.slot_bias
+        return sa, (n + (t[..., ms:] + 1.0) * 0.5 * (h - n)).reshape(b * k, ms)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """Attention logits of the (centred) queries over every valid step: LayerNorm folded into keys/offset."""
         logits = (x / np.sqrt((x * x) @ self.mean_sq + self.ln_eps)) @ self.keys_t
         logits += self.offset
         if self.shift:
             logits -= np.maximum.reduce(logits, axis=1, keepdims=True)
-        e = np.exp(logits)                                                           # [B*K, valid steps]
+        return logits
+
+    def _read(self, x: np.ndarray, bk: int) -> np.ndarray:
+        """Query LayerNorm, two-stage top-k attention over the valid steps -> sum_j alpha_j table_j."""
+        e = np.exp(self._logits(x))                                                           # [B*K, valid steps]
         if self._rows.shape[0] != bk:
             self._rows = np.arange(bk)[:, None]
         rows = self._rows
