@@ -10,6 +10,7 @@
 Writes benchmarks/results/perf_learner.json; the summary ratio is rlfleet learner / bare loop.
 
     python benchmarks/perf_learner.py --seconds 20
+    python benchmarks/perf_learner.py --seconds 20 --batches-per-request 1 --priority-flush 1   # one RPC per batch/update
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import synthetic_batch, table, write_results  # noqa: E402
@@ -53,11 +56,12 @@ class BareLoop:
         return n / (time.perf_counter() - t0)
 
 
-def learner_in_system(cfg, algo_cfg, seconds: float) -> tuple[float, float, dict]:
-    """(rlfleet learner updates/s with a pre-filled replay, bare loop updates/s, learner time split)."""
+def learner_in_system(cfg, algo_cfg, seconds: float, repeats: int) -> tuple[list, list, list]:
+    """Per repeat: rlfleet learner updates/s with a pre-filled replay, then the bare loop's
+    updates/s, and the learner's time split."""
     import ray
 
-    from rlfleet.platform.learner import Learner, ReplayShard
+    from rlfleet.platform.learner import Learner, ReplayShard, pick_device
     from rlfleet.platform.runner import EnvRunner, apex_epsilons
 
     spec = resolve_algorithm(cfg.algorithm_name)
@@ -76,53 +80,69 @@ def learner_in_system(cfg, algo_cfg, seconds: float) -> tuple[float, float, dict
         time.sleep(0.5)
     ray.get(filler.stop.remote())
     ray.kill(filler)
-    learner = ray.remote(Learner).options(num_cpus=cfg.learner.num_cpus, max_concurrency=8).remote(
-        spec.make_learner, algo_cfg, env_spec, [shard], batch_size=algo_cfg.batch_size, device=cfg.learner.device,
-        prefetch=cfg.learner.prefetch, publish_interval=cfg.learner.publish_interval,
-        torch_threads=cfg.learner.torch_threads, seed=0)
-    ray.get(learner.start.remote())
-    time.sleep(5.0)
-    s0, t0 = ray.get(learner.stats.remote()), time.perf_counter()
-    time.sleep(seconds)
-    s1, dt = ray.get(learner.stats.remote()), time.perf_counter() - t0
-    ray.get(learner.stop.remote())
-    split = {k: round((s1["time"][k] - s0["time"][k]) / dt, 3) for k in s1["time"]}
-    rate = (s1["updates"] - s0["updates"]) / dt
-    for a in (learner, shard):
-        ray.kill(a)
     bare = ray.remote(BareLoop).options(num_cpus=cfg.learner.num_cpus).remote(
-        spec.make_learner, algo_cfg, env_spec, s1["device"], cfg.learner.torch_threads)
-    bare_rate = ray.get(bare.run.remote(seconds))
-    ray.kill(bare)
-    return rate, bare_rate, split
+        spec.make_learner, algo_cfg, env_spec, pick_device(cfg.learner.device), cfg.learner.torch_threads)
+    rates, bare_rates, splits = [], [], []
+    for _ in range(repeats):  # alternating windows: machine-load drift hits both sides alike
+        learner = ray.remote(Learner).options(num_cpus=cfg.learner.num_cpus, max_concurrency=8).remote(
+            spec.make_learner, algo_cfg, env_spec, [shard], batch_size=algo_cfg.batch_size, device=cfg.learner.device,
+            prefetch=cfg.learner.prefetch, publish_interval=cfg.learner.publish_interval,
+            torch_threads=cfg.learner.torch_threads, seed=0, batches_per_request=cfg.learner.batches_per_request,
+            priority_flush=cfg.learner.priority_flush)
+        ray.get(learner.start.remote())
+        time.sleep(5.0)
+        s0, t0 = ray.get(learner.stats.remote()), time.perf_counter()
+        time.sleep(seconds)
+        s1, dt = ray.get(learner.stats.remote()), time.perf_counter() - t0
+        ray.get(learner.stop.remote())
+        ray.kill(learner)
+        splits.append({k: round((s1["time"][k] - s0["time"][k]) / dt, 3) for k in s1["time"]})
+        rates.append((s1["updates"] - s0["updates"]) / dt)
+        bare_rates.append(ray.get(bare.run.remote(seconds)))
+    for a in (bare, shard):
+        ray.kill(a)
+    return rates, bare_rates, splits
 
 
-def full_system(seconds: float) -> float:
+def full_system(seconds: float, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory(prefix="rlfleet-perf-") as root:
         s = rlfleet.train(str(CONFIG), overrides=[f"stop.time_s={seconds}", "stop.env_steps=100000000",
                                                    "replay.samples_per_insert=null", "eval.interval_env_steps=0",
-                                                   f"logging.root={root}", "logging.progress=false"])
+                                                   f"logging.root={root}", "logging.progress=false", *extra])
     return s["updates"] / s["wall_s"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--repeats", type=int, default=3, help="alternating learner / bare-loop windows; medians reported")
+    p.add_argument("--batches-per-request", type=int, default=None, help="override learner.batches_per_request")
+    p.add_argument("--priority-flush", type=int, default=None, help="override learner.priority_flush")
     args = p.parse_args()
     import ray
 
     cfg, algo_cfg, _ = load_config(CONFIG)
+    if args.batches_per_request:
+        cfg.learner.batches_per_request = args.batches_per_request
+    if args.priority_flush:
+        cfg.learner.priority_flush = args.priority_flush
     ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
-    rate, bare, split = learner_in_system(cfg, algo_cfg, args.seconds)
+    rates, bares, splits = learner_in_system(cfg, algo_cfg, args.seconds, args.repeats)
+    rate, bare = float(np.median(rates)), float(np.median(bares))
+    split = splits[int(np.argsort(rates)[len(rates) // 2])]
     ray.shutdown()
-    system = full_system(max(30.0, 2 * args.seconds))
-    common = {"setting": "quickstart network, batch 16 x (8 + 20)", "metric": "updates_per_s"}
+    system = full_system(max(30.0, 2 * args.seconds), [f"learner.batches_per_request={cfg.learner.batches_per_request}",
+                                                       f"learner.priority_flush={cfg.learner.priority_flush}"])
+    common = {"setting": f"quickstart network, batch 16 x (8 + 20), {cfg.learner.batches_per_request} batches per "
+              f"request, priorities every {cfg.learner.priority_flush} updates", "metric": "updates_per_s"}
     rows = [{"system": "bare-pytorch-loop", **common, "value": round(bare, 1)},
             {"system": "rlfleet-learner", **common, "value": round(rate, 1), "ratio_vs_bare": round(rate / bare, 3),
-             "time_split_per_s": split},
+             "time_split_per_s": split, "repeats": {"learner": [round(r, 1) for r in rates],
+                                                    "bare": [round(r, 1) for r in bares]}},
             {"system": "rlfleet-full-system", **common, "value": round(system, 1),
              "note": "runners and learner share the machine; no samples-per-insert limit"}]
     print(table([[r["system"], r["value"], r.get("ratio_vs_bare")] for r in rows], ["system", "updates/s", "vs bare"]))
+    print("per repeat, learner / bare updates/s:", [f"{a:.1f}/{b:.1f}" for a, b in zip(rates, bares)])
     print("learner time split (s per s):", split)
     print("wrote", write_results("perf_learner", rows, {"ratio_vs_bare_loop": round(rate / bare, 3)}))
 

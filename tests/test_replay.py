@@ -351,3 +351,23 @@ def test_priority_update_for_an_overwritten_sequence_is_dropped():
     fresh = replay.sample(4)["index"]
     replay.update_priorities(fresh, np.full(4, 3.0))
     assert np.allclose(replay.priorities()[fresh % 4], 3.0)  # current sequences do get their updates
+
+
+def test_shard_returns_several_batches_per_request_within_the_rate_limit_and_takes_joined_priorities():
+    """The learner asks a shard for `batches_per_request` batches in one call and sends the
+    priorities of several updates joined; the samples-per-insert limit still caps what one call
+    may return."""
+    from rlfleet.platform.learner import ReplayShard
+
+    shard = ReplayShard(capacity=32, alpha=1.0, beta=0.4, min_size=4, samples_per_insert=2.0, error_buffer=8.0, seed=0)
+    assert shard.sample(2, 3) == []  # below min_size
+    shard.add(_seqs(np.arange(8)))   # 8 inserts, min 4: 2 * (8 - 4) + 8 = 16 samples allowed
+    batches = shard.sample(2, 3)
+    assert len(batches) == 3 and all(b[B.ACTION].shape == (2, 4) for b in batches)
+    assert len(shard.sample(4, 10)) == 2  # 6 sampled + 2 x 4 = 14 <= 16; a third would be 18
+    idx = np.concatenate([b[B.INDEX] for b in batches])
+    shard.update_priorities(idx, np.arange(1.0, len(idx) + 1))
+    prios = shard.replay.priorities()
+    last = {int(i): p for i, p in zip(idx, np.arange(1.0, len(idx) + 1))}  # a repeated index: its last value
+    for i, p in last.items():
+        assert prios[i % 32] == pytest.approx(p)

@@ -89,8 +89,10 @@ class LearnerConfig(Strict):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     num_cpus: float = Field(1.0, gt=0)
     num_gpus: float = Field(0.0, ge=0)
-    prefetch: int = Field(4, ge=1, description="batches requested ahead of the update loop")
+    prefetch: int = Field(4, ge=1, description="batches requested ahead of the update loop (in requests of batches_per_request)")
     publish_interval: int = Field(10, ge=1, description="updates between weight publications")
+    batches_per_request: int = Field(4, ge=1, description="batches one sample request to a shard returns")
+    priority_flush: int = Field(8, ge=1, description="updates whose priorities go back to the shards in one call")
     torch_threads: int = Field(1, ge=1)
     resources: CustomResources
 

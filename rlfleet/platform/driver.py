@@ -123,7 +123,8 @@ class Experiment:
         self.learner = ray.remote(Learner).options(**self.placement.options("learner"), max_concurrency=8).remote(
             self.spec.make_learner, self.algo_cfg, self.env_spec, self.shards,
             batch_size=self.algo_cfg.batch_size, device=cfg.learner.device, prefetch=cfg.learner.prefetch,
-            publish_interval=cfg.learner.publish_interval, torch_threads=cfg.learner.torch_threads, seed=cfg.seed)
+            publish_interval=cfg.learner.publish_interval, torch_threads=cfg.learner.torch_threads, seed=cfg.seed,
+            batches_per_request=cfg.learner.batches_per_request, priority_flush=cfg.learner.priority_flush)
         n = cfg.runners.envs_per_runner
         slots = n * self.env_spec.agents  # per runner: one per env, or one per agent of each env
         self.epsilons = apex_epsilons(cfg.runners.num_runners * slots, cfg.runners.epsilon_base,
