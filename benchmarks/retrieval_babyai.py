@@ -13,6 +13,7 @@ there), and prints the success table. Default budget: 5 levels x 2 sizes x 3 see
     nice -n 10 python benchmarks/retrieval_babyai.py                # the default (long on 2 cores)
     python benchmarks/retrieval_babyai.py --levels GoToRedBall,GoToObjS6 --sizes 50 --seeds 1 --updates 50
     nice -n 5 python benchmarks/retrieval_babyai.py --latency-only  # only the acting-latency part (~1 min)
+    python benchmarks/retrieval_babyai.py --table-only              # the results file's table so far
 
 `--latency-only` replaces the latency rows and the summary's latency entries of the results file
 and keeps its success rows (and their command) as they are.
@@ -71,6 +72,21 @@ def write_latency(path: Path, rows: list[dict], latency: dict, argv) -> None:
     tmp.replace(path)
 
 
+def print_table(rows: list[dict], levels: list[str], sizes: list[int], variants: list[str], summary: dict) -> None:
+    """Success % per level and dataset size (mean over the seeds run so far, their count in brackets)."""
+    grid = []
+    for size in sizes:
+        for level in levels + ["mean"]:
+            line = [f"{level}/n{size}"]
+            for v in variants:
+                vals = [r["value"] for r in rows if r["metric"] == "success" and r["system"] == v
+                        and r["episodes_per_level"] == size and (level == "mean" or r["level"] == level)]
+                line.append(f"{100 * float(np.mean(vals)):.0f} ({len(vals)})" if vals else "-")
+            grid.append(line)
+    print(table(grid, ["level/size"] + [f"{v} % (runs)" for v in variants]))
+    print(f"multi-level retrieval / recurrent DQN success: {summary['ratio_multilevel_vs_dqn']}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", default=LEVELS, help="comma-separated BabyAI levels (babyai: names)")
@@ -90,7 +106,14 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="keep rows of an earlier run of the same settings")
     p.add_argument("--latency-only", action="store_true",
                    help="measure acting latency only; keep the results file's success rows")
+    p.add_argument("--table-only", action="store_true", help="print the results file's success table; run nothing")
     args = p.parse_args(argv)
+    path = RESULTS / "retrieval_babyai.json"
+    if args.table_only:
+        out = json.loads(path.read_text())
+        print_table(out["rows"], args.levels.split(","), [int(s) for s in args.sizes.split(",")],
+                    args.variants.split(","), out["summary"])
+        return 0
     torch.set_num_threads(args.threads)
     levels, sizes = args.levels.split(","), [int(s) for s in args.sizes.split(",")]
     variants = args.variants.split(",")
@@ -98,7 +121,6 @@ def main(argv=None) -> int:
     base.retrieval.retrieval_batch = args.retrieval_batch
     base.retrieval.num_slots = args.slots
     base.retrieval.top_k_trajectories = base.retrieval.top_k_steps = args.top_k
-    path = RESULTS / "retrieval_babyai.json"
     rows = []
     if (args.resume or args.latency_only) and path.exists():
         rows = json.loads(path.read_text())["rows"]
@@ -152,17 +174,7 @@ def main(argv=None) -> int:
                     write_results("retrieval_babyai", rows, summarize(rows, latency), argv)
     summary = summarize(rows, latency)
     write_results("retrieval_babyai", rows, summary, argv)
-    grid = []
-    for size in sizes:
-        for level in levels + ["mean"]:
-            line = [f"{level}/n{size}"]
-            for v in variants:
-                vals = [r["value"] for r in rows if r["metric"] == "success" and r["system"] == v
-                        and r["episodes_per_level"] == size and (level == "mean" or r["level"] == level)]
-                line.append(100 * float(np.mean(vals)) if vals else None)
-            grid.append(line)
-    print(table(grid, ["level/size"] + [f"{v} %" for v in variants]))
-    print(f"multi-level retrieval / recurrent DQN success: {summary['ratio_multilevel_vs_dqn']}")
+    print_table(rows, levels, sizes, variants, summary)
     print(f"wrote {path}")
     return 0
 
