@@ -332,6 +332,43 @@ def _reference_loss(learner: R2D2Learner, batch: dict, state: tuple):
     return sum(losses) / nb, prios
 
 
+def test_first_sequences_train_their_burn_in_steps():
+    """A sequence that starts its episode (FIRST) has no history to warm up on: its loss covers
+    all its steps from the initial state, as with burn_in 0; the others keep R2D2's burn-in."""
+    learner = _learner(_cfg())
+    batch = _batch(seed=5)
+    first = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    batch[B.FIRST] = first
+    for k in (B.state_key(0), B.state_key(1)):
+        batch[k][first > 0] = 0.0  # what a runner stores at an episode's start
+    obs = batch[B.OBS].clone().requires_grad_(True)
+    batch[B.OBS] = obs
+    loss, prios, _ = learner.loss(batch)
+    loss.backward()
+    for b in range(4):  # gradient reaches the burn-in observations of FIRST rows only
+        assert (obs.grad[b, :BURN_IN].abs().sum() > 0) == bool(first[b]), b
+    cfg, state = learner.cfg, (batch[B.state_key(0)], batch[B.state_key(1)])
+    with torch.no_grad():
+        q_on_full, _ = learner.online.unroll(obs, batch[B.PREV_ACTION], batch[B.PREV_REWARD], state)
+        q_tg_full, _ = learner.target.unroll(obs, batch[B.PREV_ACTION], batch[B.PREV_REWARD], state)
+    ref_losses, ref_prios = [], []
+    for b in range(4):
+        l = 0 if first[b] else BURN_IN
+        row = slice(b, b + 1)
+        cols = [batch[k][row, l:].double() for k in (B.REWARD, B.TERMINAL, B.MASK)]
+        ys = brute_force_targets(q_on_full[row, l:].double(), q_tg_full[row, l:].double(), *cols, cfg.n_step,
+                                 cfg.gamma, cfg.value_rescaling, cfg.rescale_eps)
+        tds = [q_on_full[b, l + t, int(batch[B.ACTION][b, l + t])].item() - ys[(0, t)]
+               for t in range(cols[2].shape[1]) if cols[2][0, t] > 0]
+        ref_losses.append(float(batch[B.WEIGHT][b]) * 0.5 * sum(d * d for d in tds) / len(tds))
+        a = [abs(d) for d in tds]
+        ref_prios.append(cfg.priority_eta * max(a) + (1 - cfg.priority_eta) * sum(a) / len(a))
+    assert loss.item() == pytest.approx(sum(ref_losses) / 4, rel=1e-4, abs=1e-6)
+    assert prios.tolist() == pytest.approx(ref_prios, rel=1e-4, abs=1e-6)
+    batch[B.FIRST] = torch.zeros(4)  # unmarked: the burn-in steps are not trained (a different loss)
+    assert abs(learner.loss(batch)[0].item() - loss.item()) > 1e-5
+
+
 @pytest.mark.parametrize("rescale", [True, False])
 def test_loss_and_priorities_match_reference_from_stored_state(rescale):
     learner = _learner(_cfg(value_rescaling=rescale))

@@ -15,6 +15,8 @@ TERMINAL = "terminal"  # 1.0 where the episode terminated after this step (no bo
 MASK = "mask"  # 1.0 for real steps, 0.0 for padding after the episode's end
 JOINT_ACTION = "joint_action"  # [T, K] multi-agent envs: the actions of all K agents of the slot's env
 ACTION_MASK = "action_mask"  # [T+1, A] bool, envs with legal-action masks only: True = allowed
+FIRST = "first"  # [] 1.0: the sequence starts at its episode's first step, so its stored state is the
+# initial state and its burn-in steps are real steps with nothing before them: they get a loss too
 STATE_PREFIX = "state_"
 
 # added by replay when sampling

@@ -117,6 +117,8 @@ class SequenceReplay:
             return
         if self.storage is None:
             self._allocate(seqs)
+        for k in seqs.keys() - self.storage.keys():  # a column newer than a restored snapshot: zeros before
+            self.storage[k] = np.zeros((self.capacity,) + seqs[k].shape[1:], dtype=seqs[k].dtype)
         idx = (self.next + np.arange(n)) % self.capacity
         for k, v in seqs.items():
             self.storage[k][idx] = v

@@ -2,7 +2,9 @@
 
 R2D2 Sec. 3: sequences of burn_in + trace steps, a new one every `period` steps, never crossing
 an episode boundary. The final sequence of an episode is the episode's last T steps (padded and
-masked only when the episode is shorter than T), so every step is in some sequence's trace.
+masked only when the episode is shorter than T). A sequence that starts at its episode's first
+step is marked FIRST: the learner trains its burn-in steps too (they have no history to warm up
+on), so every step, the opening steps of each episode included, is in some sequence's loss.
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ class SlotSequenceBuilder:
         self.hist: list[tuple] = []
         self.since_start = 0  # steps since the current sequence's start
         self.new_steps = 0  # steps not yet in any emitted sequence
+        self.ep_steps = 0
         self.obs = None
 
     def begin(self, obs) -> None:
         """A new episode starts with observation `obs`."""
         self.hist.clear()
         self.obs, self.prev_action, self.prev_reward = obs, 0, 0.0
-        self.since_start = self.new_steps = 0
+        self.since_start = self.new_steps = self.ep_steps = 0
 
     def step(self, state: tuple, action: int, reward: float, terminated: bool, truncated: bool,
              next_obs) -> dict | None:
@@ -49,6 +52,7 @@ class SlotSequenceBuilder:
         self.obs, self.prev_action, self.prev_reward = next_obs, action, reward
         self.since_start += 1
         self.new_steps += 1
+        self.ep_steps += 1
         if self.since_start == self.T:
             self.since_start -= self.period
             self.new_steps = 0
@@ -84,6 +88,7 @@ class SlotSequenceBuilder:
                     B.REWARD: reward, B.TERMINAL: terminal, B.MASK: mask})
         for i, s in enumerate(self.hist[0][3]):
             out[B.state_key(i)] = np.asarray(s, np.float32)
+        out[B.FIRST] = np.float32(self.ep_steps <= T)
         return out
 
 
@@ -129,7 +134,7 @@ class SequenceBuilder:
         self.since_start = np.zeros(n, np.int64)  # steps since the current sequence's start
         self.new_steps = np.zeros(n, np.int64)  # steps not yet in any recorded sequence
         self.ep_steps = np.zeros(n, np.int64)
-        self._pending: list[tuple[np.ndarray, int, np.ndarray]] = []
+        self._pending: list[tuple[np.ndarray, int, np.ndarray, np.ndarray]] = []  # (slots, t, length, first)
         self.steps_since_take = 0
 
     def step(self, stepped: np.ndarray | None, inputs: dict, prev_action, prev_reward, state: tuple, action,
@@ -162,7 +167,7 @@ class SequenceBuilder:
             e = np.flatnonzero(emit)
             for k, buf in self.boot.items():
                 buf[e, row] = next_inputs[k][e]
-            self._pending.append((e, self.t, np.minimum(self.ep_steps[e], T)))
+            self._pending.append((e, self.t, np.minimum(self.ep_steps[e], T), self.ep_steps[e] <= T))
             self.since_start[full] -= self.period
             self.new_steps[full] = 0
         if done.any():  # the slot's next transition starts a new episode
@@ -181,6 +186,7 @@ class SequenceBuilder:
         slot = np.concatenate([p[0] for p in self._pending])
         last = np.concatenate([np.full(len(p[0]), p[1]) for p in self._pending])
         length = np.concatenate([p[2] for p in self._pending])
+        first = np.concatenate([p[3] for p in self._pending])
         self._pending.clear()
         T, H = self.T, self.H
         start = last - length + 1
@@ -205,7 +211,8 @@ class SequenceBuilder:
                     B.ACTION: gather(self.action),
                     B.REWARD: gather(self.reward),
                     B.TERMINAL: gather(self.terminal),
-                    B.MASK: valid.astype(np.float32)})
+                    B.MASK: valid.astype(np.float32),
+                    B.FIRST: first.astype(np.float32)})
         if self.agents_per_env > 1:
             K = self.agents_per_env
             siblings = (slot // K * K)[:, None] + np.arange(K)  # [N, K]

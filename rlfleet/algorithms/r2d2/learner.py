@@ -109,17 +109,35 @@ class R2D2Learner:
         obs, prev_a, prev_r = batch[B.OBS], batch[B.PREV_ACTION], batch[B.PREV_REWARD]
         bsz, l = prev_a.shape[0], cfg.burn_in
         state = self._start_state(batch, bsz)
+        first = batch[B.FIRST].bool() if l > 0 and B.FIRST in batch else None
+        if first is not None and not bool(first.any()):
+            first = None
         with torch.no_grad():
             # Burn-in: the online net only warms its state; the target net unrolls everything.
             q_tgt, _ = self.target.unroll(obs, prev_a, prev_r, state)
             if l > 0:
                 _, state = self.online.unroll(obs[:, :l], prev_a[:, :l], prev_r[:, :l], state)
-        q_on, _ = self.online.unroll(obs[:, l:], prev_a[:, l:], prev_r[:, l:], tuple(s.detach() for s in state))
-        q_tgt = q_tgt[:, l:]
-        action, reward = batch[B.ACTION][:, l:], batch[B.REWARD][:, l:]
-        terminal, mask = batch[B.TERMINAL][:, l:], batch[B.MASK][:, l:]
+        state = tuple(s.detach() for s in state)
+        head = None
+        if first is not None:
+            # Sequences that start their episode have nothing to warm up on: their first l steps
+            # are trained like the rest (with gradient from the initial state through step l).
+            init = tuple(s[first] for s in self._start_state(batch, bsz))
+            q_first, st_first = self.online.unroll(obs[first, :l], prev_a[first, :l], prev_r[first, :l], init)
+            state = tuple(s.index_put((first,), f) for s, f in zip(state, st_first))
+            head = q_first.new_zeros((bsz,) + q_first.shape[1:]).index_put((first,), q_first)
+        q_on, _ = self.online.unroll(obs[:, l:], prev_a[:, l:], prev_r[:, l:], state)
+        s0 = l
+        trained = batch[B.MASK]
+        if head is not None:  # full-length sequences; the burn-in steps of the other sequences masked out
+            q_on, s0 = torch.cat([head, q_on], 1), 0
+            steps = torch.arange(trained.shape[1], device=trained.device)
+            trained = trained * ((steps >= l)[None] | first[:, None]).to(trained.dtype)
+        q_tgt = q_tgt[:, s0:]
+        action, reward = batch[B.ACTION][:, s0:], batch[B.REWARD][:, s0:]
+        terminal, mask = batch[B.TERMINAL][:, s0:], trained[:, s0:]
         with torch.no_grad():
-            legal = batch[B.ACTION_MASK][:, l:].bool() if B.ACTION_MASK in batch else None
+            legal = batch[B.ACTION_MASK][:, s0:].bool() if B.ACTION_MASK in batch else None
             y = n_step_double_q_targets(q_on.detach(), q_tgt, reward, terminal, mask, cfg.n_step, cfg.gamma,
                                         cfg.value_rescaling, cfg.rescale_eps, legal)
         q_taken = q_on[:, :-1].gather(-1, action.long().unsqueeze(-1)).squeeze(-1)
