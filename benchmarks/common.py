@@ -66,8 +66,9 @@ def table(rows: list[list], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def synthetic_batch(cfg, spec, device) -> dict:
-    """An R2D2 training batch of random data shaped like replay's (uint8 frames or float vectors)."""
+def synthetic_batch(cfg, spec, device, first_fraction: float = 0.0) -> dict:
+    """An R2D2 training batch of random data shaped like replay's (uint8 frames or float vectors);
+    `first_fraction` of its sequences start their episode (FIRST: their burn-in is trained too)."""
     import torch
 
     from rlfleet.platform import batch as B
@@ -82,7 +83,8 @@ def synthetic_batch(cfg, spec, device) -> dict:
              B.PREV_REWARD: torch.rand(b, t + 1, generator=g),
              B.ACTION: torch.randint(0, spec.num_actions, (b, t), generator=g),
              B.REWARD: torch.rand(b, t, generator=g), B.TERMINAL: (torch.rand(b, t, generator=g) < 0.01).float(),
-             B.MASK: torch.ones(b, t), B.WEIGHT: torch.rand(b, generator=g)}
+             B.MASK: torch.ones(b, t), B.WEIGHT: torch.rand(b, generator=g),
+             B.FIRST: (torch.arange(b) < round(first_fraction * b)).float()}
     if cfg.use_lstm:
         batch[B.state_key(0)] = torch.zeros(b, cfg.lstm_size)
         batch[B.state_key(1)] = torch.zeros(b, cfg.lstm_size)

@@ -25,6 +25,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import synthetic_batch, table, write_results  # noqa: E402
 
+from rlfleet.platform import batch as B  # noqa: E402
+
 import rlfleet  # noqa: E402
 from rlfleet.platform.config import load_config  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
@@ -35,12 +37,12 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
 class BareLoop:
-    def __init__(self, make_learner, algo_cfg, env_spec, device: str, torch_threads: int):
+    def __init__(self, make_learner, algo_cfg, env_spec, device: str, torch_threads: int, first_fraction: float):
         import torch
 
         torch.set_num_threads(torch_threads)
         self.core = make_learner(algo_cfg, env_spec, device)
-        self.batch = synthetic_batch(algo_cfg, env_spec, device)
+        self.batch = synthetic_batch(algo_cfg, env_spec, device, first_fraction)
 
     def run(self, seconds: float, warmup: int = 20) -> float:
         import torch
@@ -56,9 +58,9 @@ class BareLoop:
         return n / (time.perf_counter() - t0)
 
 
-def learner_in_system(cfg, algo_cfg, seconds: float, repeats: int) -> tuple[list, list, list]:
+def learner_in_system(cfg, algo_cfg, seconds: float, repeats: int) -> tuple[list, list, list, float]:
     """Per repeat: rlfleet learner updates/s with a pre-filled replay, then the bare loop's
-    updates/s, and the learner's time split."""
+    updates/s, and the learner's time split; and the share of FIRST sequences in replay."""
     import ray
 
     from rlfleet.platform.learner import Learner, ReplayShard, pick_device
@@ -80,8 +82,13 @@ def learner_in_system(cfg, algo_cfg, seconds: float, repeats: int) -> tuple[list
         time.sleep(0.5)
     ray.get(filler.stop.remote())
     ray.kill(filler)
+    # the same work per update on both sides: sequences that start their episode also train their
+    # burn-in, so the bare loop's batch gets the replay's share of them
+    probe = ray.get(shard.sample.remote(4096))[0]
+    first_fraction = float(probe[B.FIRST].mean()) if B.FIRST in probe else 0.0
     bare = ray.remote(BareLoop).options(num_cpus=cfg.learner.num_cpus).remote(
-        spec.make_learner, algo_cfg, env_spec, pick_device(cfg.learner.device), cfg.learner.torch_threads)
+        spec.make_learner, algo_cfg, env_spec, pick_device(cfg.learner.device), cfg.learner.torch_threads,
+        first_fraction)
     rates, bare_rates, splits = [], [], []
     for _ in range(repeats):  # alternating windows: machine-load drift hits both sides alike
         learner = ray.remote(Learner).options(num_cpus=cfg.learner.num_cpus, max_concurrency=8).remote(
@@ -101,7 +108,7 @@ def learner_in_system(cfg, algo_cfg, seconds: float, repeats: int) -> tuple[list
         bare_rates.append(ray.get(bare.run.remote(seconds)))
     for a in (bare, shard):
         ray.kill(a)
-    return rates, bare_rates, splits
+    return rates, bare_rates, splits, first_fraction
 
 
 def full_system(seconds: float, extra: list[str]) -> float:
@@ -127,14 +134,15 @@ def main() -> None:
     if args.priority_flush:
         cfg.learner.priority_flush = args.priority_flush
     ray.init(num_cpus=4, include_dashboard=False, logging_level="warning")
-    rates, bares, splits = learner_in_system(cfg, algo_cfg, args.seconds, args.repeats)
+    rates, bares, splits, first_fraction = learner_in_system(cfg, algo_cfg, args.seconds, args.repeats)
     rate, bare = float(np.median(rates)), float(np.median(bares))
     split = splits[int(np.argsort(rates)[len(rates) // 2])]
     ray.shutdown()
     system = full_system(max(30.0, 2 * args.seconds), [f"learner.batches_per_request={cfg.learner.batches_per_request}",
                                                        f"learner.priority_flush={cfg.learner.priority_flush}"])
     common = {"setting": f"quickstart network, batch 16 x (8 + 20), {cfg.learner.batches_per_request} batches per "
-              f"request, priorities every {cfg.learner.priority_flush} updates", "metric": "updates_per_s"}
+              f"request, priorities every {cfg.learner.priority_flush} updates, {first_fraction:.0%} of sequences "
+              "start their episode (burn-in trained)", "metric": "updates_per_s"}
     rows = [{"system": "bare-pytorch-loop", **common, "value": round(bare, 1)},
             {"system": "rlfleet-learner", **common, "value": round(rate, 1), "ratio_vs_bare": round(rate / bare, 3),
              "time_split_per_s": split, "repeats": {"learner": [round(r, 1) for r in rates],
