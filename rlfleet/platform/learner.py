@@ -171,8 +171,8 @@ class Learner:
         pin = self.device.startswith("cuda")
         out = {}
         for k, v in sample.items():
-            if k == B.INDEX:  # stays on the host: it only goes back to the shard with the priorities
-                out[k] = v
+            if k in (B.INDEX, B.FIRST):  # stay on the host: INDEX only goes back to the shard with the
+                out[k] = v               # priorities; FIRST selects rows without a device sync
                 continue
             t = torch.from_numpy(np.ascontiguousarray(v))
             out[k] = (t.pin_memory() if pin else t).to(self.device, non_blocking=True)

@@ -109,7 +109,9 @@ class R2D2Learner:
         obs, prev_a, prev_r = batch[B.OBS], batch[B.PREV_ACTION], batch[B.PREV_REWARD]
         bsz, l = prev_a.shape[0], cfg.burn_in
         state = self._start_state(batch, bsz)
-        first = batch[B.FIRST].bool() if l > 0 and B.FIRST in batch else None
+        # FIRST stays on the host (the learner actor does not move it): which rows start their
+        # episode is known without waiting for the device
+        first = torch.as_tensor(batch[B.FIRST]).cpu().bool() if l > 0 and B.FIRST in batch else None
         if first is not None and not bool(first.any()):
             first = None
         with torch.no_grad():
@@ -122,10 +124,13 @@ class R2D2Learner:
         if first is not None:
             # Sequences that start their episode have nothing to warm up on: their first l steps
             # are trained like the rest (with gradient from the initial state through step l).
-            init = tuple(s[first] for s in self._start_state(batch, bsz))
-            q_first, st_first = self.online.unroll(obs[first, :l], prev_a[first, :l], prev_r[first, :l], init)
-            state = tuple(s.index_put((first,), f) for s, f in zip(state, st_first))
-            head = q_first.new_zeros((bsz,) + q_first.shape[1:]).index_put((first,), q_first)
+            rows = first.nonzero()[:, 0].to(self.device, non_blocking=True)
+            init = tuple(s.index_select(0, rows) for s in self._start_state(batch, bsz))
+            q_first, st_first = self.online.unroll(obs.index_select(0, rows)[:, :l], prev_a.index_select(0, rows)[:, :l],
+                                                   prev_r.index_select(0, rows)[:, :l], init)
+            state = tuple(s.index_put((rows,), f) for s, f in zip(state, st_first))
+            head = q_first.new_zeros((bsz,) + q_first.shape[1:]).index_put((rows,), q_first)
+            first = first.to(self.device, non_blocking=True)
         q_on, _ = self.online.unroll(obs[:, l:], prev_a[:, l:], prev_r[:, l:], state)
         s0 = l
         trained = batch[B.MASK]
