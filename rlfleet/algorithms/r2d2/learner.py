@@ -108,7 +108,7 @@ class R2D2Learner:
         cfg = self.cfg
         obs, prev_a, prev_r = batch[B.OBS], batch[B.PREV_ACTION], batch[B.PREV_REWARD]
         bsz, l = prev_a.shape[0], cfg.burn_in
-        state = self._start_state(batch, bsz)
+        start = state = self._start_state(batch, bsz)
         # FIRST stays on the host (the learner actor does not move it): which rows start their
         # episode is known without waiting for the device
         first = torch.as_tensor(batch[B.FIRST]).cpu().bool() if l > 0 and B.FIRST in batch else None
@@ -125,7 +125,7 @@ class R2D2Learner:
             # Sequences that start their episode have nothing to warm up on: their first l steps
             # are trained like the rest (with gradient from the initial state through step l).
             rows = first.nonzero()[:, 0].to(self.device, non_blocking=True)
-            init = tuple(s.index_select(0, rows) for s in self._start_state(batch, bsz))
+            init = tuple(s.index_select(0, rows) for s in start)
             q_first, st_first = self.online.unroll(obs.index_select(0, rows)[:, :l], prev_a.index_select(0, rows)[:, :l],
                                                    prev_r.index_select(0, rows)[:, :l], init)
             state = tuple(s.index_put((rows,), f) for s, f in zip(state, st_first))
