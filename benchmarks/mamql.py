@@ -1,14 +1,18 @@
 """MAMQL vs IQL-MA vs BC from demonstrations, on Gems and mpe2 simple_spread.
 
 For each env and expert-data size (expert env steps taken from one recorded file), each algorithm
-and seed: the true return of the learned policy (greedy, per-agent mean), reward recovery (Pearson
-correlation and MSE between the recovered reward rhat_i(s, a) = Qbar_i(s, a) - gamma (1 - d) V_i(s')
-and the true per-agent reward on held-out expert transitions; not defined for BC), and reward
+and seed: the true return of the learned policy (per-agent mean; greedy, and sampled from
+pi ~ exp(Q / alpha) as the MAMQL authors evaluate), reward recovery on held-out expert transitions
+(not defined for BC): Pearson correlation and MSE between the recovered reward
+rhat_i(s, a) = Qbar_i(s, a) - gamma (1 - d) V_i(s') and the true per-agent reward, next to the MSE of
+a constant predictor (the true reward's variance: rewards are identified up to shaping, and chi^2
+pulls every expert step's rhat toward 2 alpha, so Pearson on expert rows is low by construction),
+and how often the expert's action has the highest rhat(s, .) of the legal actions; and reward
 transfer (a fresh R2D2 agent with shared parameters trained on rhat instead of the env's reward,
 then evaluated on the true reward). Expert (scripted) and random returns bound the scale; a
 normalized return is (x - random) / (expert - random). Writes benchmarks/results/mamql.json.
 
-    python benchmarks/mamql.py --seeds 3 --sizes 1000 5000 20000 --env-steps 60000
+    python benchmarks/mamql.py --seeds 3 --sizes 1000 5000 20000 --env-steps 60000 --samples-per-insert 32
 
 Gems runs with the egocentric map plus the fraction of steps left (`time_feature`, a departure from
 the paper's 5-channel observation: the scripted expert's switch to the purple gem depends on it)
@@ -23,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table, write_results  # noqa: E402
@@ -47,13 +52,14 @@ ENVS = {
 ALGOS = ("mamql", "iql-ma", "bc")
 
 
-def base_config(env: dict, root: str, seed: int, env_steps: int) -> dict:
+def base_config(env: dict, root: str, seed: int, env_steps: int, samples_per_insert: float = 4) -> dict:
     return {
         "name": "demo", "seed": seed,
         "env": {"id": env["id"], "kwargs": env["kwargs"], "policy_mapping": "per_agent"},
         "runners": {"num_runners": 1, "envs_per_runner": 8, "num_cpus": 0.5, "ship_interval": 256,
                     "weight_sync_interval": 400, "epsilon_warmup_steps": 0},
-        "replay": {"num_shards": 1, "capacity": 100_000, "alpha": 0.0, "min_size": 256, "samples_per_insert": 4,
+        "replay": {"num_shards": 1, "capacity": 100_000, "alpha": 0.0, "min_size": 256,
+                   "samples_per_insert": samples_per_insert,
                    "error_buffer": 2000},
         "stop": {"env_steps": env_steps},
         "eval": {"interval_env_steps": max(env_steps // 4, 1000), "episodes": 24},
@@ -78,7 +84,8 @@ def scripted_return(env: dict, policy, episodes: int = 200, seed: int = 10_000) 
 
 
 def reward_recovery(run_dir: str, heldout: str) -> dict:
-    """Pearson r and MSE between rhat and the true reward on held-out expert transitions."""
+    """Pearson r and MSE between rhat and the true reward on held-out expert transitions, the MSE of a
+    constant predictor, and the share of states where the expert's action has the highest rhat."""
     from rlfleet.algorithms.mamql.learner import ExpertData
 
     agent = load_agent(run_dir)
@@ -90,7 +97,11 @@ def reward_recovery(run_dir: str, heldout: str) -> dict:
     rhat = core.recovered_reward(t["obs"], t["action"], t["next_obs"], t["done"], t["legal_next"]).numpy()
     rhat = rhat - rhat.mean() + true_r.mean()  # rewards are identified up to a constant: compare shapes
     pearson = float(np.corrcoef(rhat, true_r)[0, 1]) if rhat.std() > 0 and true_r.std() > 0 else None
-    return {"reward_pearson": pearson, "reward_mse": float(np.mean((rhat - true_r) ** 2))}
+    every = torch.stack([core.recovered_reward(t["obs"], torch.full_like(t["action"], a), t["next_obs"], t["done"],
+                                               t["legal_next"]) for a in range(spec.num_actions)], -1)
+    top = every.masked_fill(~t["legal"], float("-inf")).argmax(-1)
+    return {"reward_pearson": pearson, "reward_mse": float(np.mean((rhat - true_r) ** 2)),
+            "reward_mse_constant": float(true_r.var()), "reward_expert_action_top": float((top == t["action"]).float().mean())}
 
 
 class RecoveredRewardEnv:
@@ -130,12 +141,14 @@ class RecoveredRewardEnv:
         return Wrapped(resolve_env(self.env["id"])(**{**self.env["kwargs"], **kwargs}))
 
 
-def true_return(run_dir: str, env: dict, episodes: int = 48) -> float:
+def true_return(run_dir: str, env: dict, episodes: int = 48, sample: bool = False) -> float:
+    """Mean per-agent return; greedy, or (`sample`) actions drawn from the policy's softmax."""
     agent = load_agent(run_dir)
     maker = copy.copy(agent.env_maker)
     maker.factory, maker.kwargs = resolve_env(env["id"]), env["kwargs"]  # the true reward, whatever it trained on
     batch = maker.batch(8, seed=123_457)
-    res = run_episodes(agent.policy, batch, episodes * agent.env_spec.agents, 0.0, np.random.default_rng(0))
+    res = run_episodes(agent.policy, batch, episodes * agent.env_spec.agents, 1.0 if sample else 0.0,
+                       np.random.default_rng(0))
     return float(np.mean([r for r, _ in res]))
 
 
@@ -146,6 +159,10 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--env-steps", type=int, default=60_000, help="agent steps of online interaction per run")
+    p.add_argument("--samples-per-insert", type=float, default=32,
+                   help="replay rate limit: updates x batch per inserted agent step (sets the number of updates)")
+    p.add_argument("--batch-size", type=int, default=256, help="online rows per update (and as many expert rows)")
+    p.add_argument("--value-data", choices=["expert_and_online", "online"], default="expert_and_online")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
     p.add_argument("--torso", choices=["mlp", "conv"], default="conv",
                    help="critic torso; conv applies to envs with a map_shape (gems), the others keep the MLP")
@@ -165,21 +182,26 @@ def main() -> None:
             for size in args.sizes:
                 for algo in args.algos:
                     for seed in range(args.seeds):
-                        cfg = base_config(env, root, seed, args.env_steps)
+                        cfg = base_config(env, root, seed, args.env_steps, args.samples_per_insert)
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
-                        cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size, "batch_size": 128,
-                                            "hidden": [128, 128]}
+                        cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,
+                                            "batch_size": args.batch_size, "hidden": [128, 128],
+                                            "value_data": args.value_data}
                         if args.torso == "conv" and env.get("map_shape"):
                             cfg["algorithm"].update(torso="conv", map_shape=env["map_shape"],
                                                     conv_channels=args.conv_channels, conv_strides=args.conv_strides)
                         s = rlfleet.train(cfg)
                         row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
                                "torso": cfg["algorithm"].get("torso", "mlp"),
-                               "seed": seed, "env_steps": s["env_steps"], "wall_s": round(s["wall_s"], 1),
+                               "seed": seed, "env_steps": s["env_steps"], "updates": s["updates"],
+                               "wall_s": round(s["wall_s"], 1), "samples_per_insert": args.samples_per_insert,
+                               "batch_size": args.batch_size, "value_data": args.value_data,
                                "metric": "return", "value": true_return(s["run_dir"], env),
+                               "sampled_return": true_return(s["run_dir"], env, sample=True),
                                "normalized": None, "reward_pearson": None, "reward_mse": None,
                                "transfer_return": None}
                         row["normalized"] = (row["value"] - rand) / (expert - rand)
+                        row["sampled_normalized"] = (row["sampled_return"] - rand) / (expert - rand)
                         if algo != "bc":
                             row.update(reward_recovery(s["run_dir"], heldout))
                             if args.transfer_steps:
@@ -199,9 +221,11 @@ def main() -> None:
                         print({k: v for k, v in row.items()}, flush=True)
                         write_results("mamql", rows, summarize(rows))
     print(table([[r["env"], r["system"], r.get("expert_steps"), r.get("seed"), r["value"], r.get("normalized"),
-                  r.get("reward_pearson"), r.get("reward_mse"), r.get("transfer_return")] for r in rows],
-                ["env", "system", "expert steps", "seed", "true return", "normalized", "rhat pearson", "rhat mse",
-                 "transfer return"]))
+                  r.get("sampled_normalized"), r.get("reward_pearson"), r.get("reward_mse"),
+                  r.get("reward_mse_constant"), r.get("reward_expert_action_top"), r.get("transfer_return")]
+                 for r in rows],
+                ["env", "system", "expert steps", "seed", "true return", "normalized", "sampled norm.",
+                 "rhat pearson", "rhat mse", "const. mse", "a_E top", "transfer return"]))
     print("wrote", write_results("mamql", rows, summarize(rows)))
 
 
@@ -212,6 +236,7 @@ def summarize(rows: list[dict]) -> dict:
         return float(np.mean(vals)) if vals else None
 
     return {"gems_20k_mamql_normalized_return": mean("gems", "mamql", 20000, "normalized"),
+            "gems_20k_mamql_sampled_normalized_return": mean("gems", "mamql", 20000, "sampled_normalized"),
             "gems_1k_mamql_return": mean("gems", "mamql", 1000, "value"),
             "gems_1k_iqlma_return": mean("gems", "iql-ma", 1000, "value"),
             "spread_20k_mamql_normalized_return": mean("spread", "mamql", 20000, "normalized"),

@@ -6,14 +6,14 @@ from rlfleet.platform.envs import EnvMaker
 from rlfleet.platform.registry import resolve_env
 
 
-def _play(env, seed, policy):
+def _play(env, seed, policy, ends=False):
     env.reset(seed=seed)
     total, steps = np.zeros(2), 0
     while env.agents:
-        _, r, _, trunc, _ = env.step(policy(env))
+        _, r, term, trunc, _ = env.step(policy(env))
         total += [r["agent_0"], r["agent_1"]]
         steps += 1
-    return total, steps, trunc
+    return (total, steps, term, trunc) if ends else (total, steps, trunc)
 
 
 def test_rules_own_gems_and_shared_purple_gem():
@@ -39,8 +39,11 @@ def test_episodes_are_45_steps_seeded_and_the_expert_beats_random():
     rng = np.random.default_rng(0)
     expert = [_play(env, s, expert_actions)[0].mean() for s in range(10)]
     rand = [_play(env, s, lambda e: {a: int(rng.integers(5)) for a in e.agents})[0].mean() for s in range(10)]
-    _, steps, trunc = _play(env, 0, expert_actions)
-    assert steps == 45 and all(trunc.values())
+    _, steps, term, trunc = _play(env, 0, expert_actions, ends=True)
+    assert steps == 45 and all(trunc.values()) and not any(term.values())
+    # with the steps left observed, the limit is a true terminal
+    _, steps, term, trunc = _play(GemsEnv(time_feature=True), 0, expert_actions, ends=True)
+    assert steps == 45 and all(term.values()) and not any(trunc.values())
     assert np.mean(expert) > 10 and np.mean(rand) < 2
 
 

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from pettingzoo import ParallelEnv
 
 import rlfleet
 from rlfleet import demos
@@ -34,6 +35,11 @@ def test_soft_value_and_chi2_loss_match_a_hand_computation():
     expert = np.mean([x - x * x / (4 * alpha) for x in r_hand])
     value = np.mean([2.0 - 0.9 * 1.5, 1.0 - 0.0])
     np.testing.assert_allclose(r.numpy(), r_hand, rtol=1e-6)
+    assert loss.item() == pytest.approx(value - expert, rel=1e-6)
+    # value_data expert_and_online: the value term averages over the online and the expert rows
+    v_exp = torch.tensor([0.7, 2.5])
+    loss, _ = iq_chi2_loss(q_exp, a_exp, v_exp_next, done_exp, v_on, v_on_next, done_on, gamma, alpha, v_exp)
+    value = np.mean([2.0 - 0.9 * 1.5, 1.0 - 0.0, 0.7 - 0.9 * 1.0, 2.5 - 0.0])
     assert loss.item() == pytest.approx(value - expert, rel=1e-6)
 
 
@@ -95,6 +101,87 @@ def test_learns_to_imitate_the_expert_on_a_tiny_budget(tmp_path, objective):
         r = torch.stack([learner.recovered_reward(torch.from_numpy(test), torch.full((500,), a), torch.zeros(500, 4),
                                                   torch.ones(500)) for a in range(3)], 1)
         assert np.mean(r.argmax(1).numpy() == np.argmax(test @ Bandit.W.T, axis=1)) > 0.85
+
+
+class MatrixGame(ParallelEnv):
+    """One-step two-agent matrix game in one of 3 contexts (one-hot observation); both act at once."""
+
+    metadata = {"name": "matrix_v0"}
+    possible_agents = ["agent_0", "agent_1"]
+
+    def observation_space(self, agent):
+        return gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+
+    def action_space(self, agent):
+        return gym.spaces.Discrete(3)
+
+    def reset(self, seed=None, options=None):
+        self.rng = np.random.default_rng(seed) if seed is not None or not hasattr(self, "rng") else self.rng
+        self.agents = list(self.possible_agents)
+        self.ctx = np.eye(3, dtype=np.float32)[self.rng.integers(3)]
+        return {a: self.ctx for a in self.agents}, {a: {} for a in self.agents}
+
+    def step(self, actions):
+        self.agents = []
+        ones = {a: True for a in self.possible_agents}
+        return ({a: self.ctx for a in ones}, {a: float(actions[a] == 0) for a in ones}, ones,
+                {a: False for a in ones}, {a: {} for a in ones})
+
+
+# the experts' Boltzmann policies: pi_i(a | context c) = softmax(EXPERT_Q[i, c])
+EXPERT_Q = np.array([[[1.0, 0.0, -1.0], [-0.5, 0.8, 0.0], [0.0, 0.3, 0.6]],
+                     [[0.0, -1.0, 0.7], [1.0, 0.5, -0.5], [-0.6, -0.6, 0.9]]])
+EXPERT_PI = np.exp(EXPERT_Q) / np.exp(EXPERT_Q).sum(-1, keepdims=True)
+_EXPERT_RNG = [np.random.default_rng(7)]
+
+
+def _boltzmann_experts(env, observations):
+    return {a: int(_EXPERT_RNG[0].choice(3, p=EXPERT_PI[i, int(np.argmax(observations[a]))]))
+            for i, a in enumerate(["agent_0", "agent_1"]) if a in observations}
+
+
+def _matrix_game_kl(tmp_path, value_data: str, seed: int = 0) -> float:
+    """Largest KL(pi_E || pi) over agents and contexts after MAMQL on 3000 expert steps."""
+    from rlfleet.platform.multiagent import encode_agent_obs
+
+    rlfleet.register_env("test-matrix", MatrixGame)
+    path = tmp_path / "matrix.parquet"
+    if not path.exists():
+        _EXPERT_RNG[0] = np.random.default_rng(7)
+        demos.record("test-matrix", _boltzmann_experts, 3000, path, seed=0)
+    spec = EnvMaker(resolve_env("test-matrix"), {}, policy_mapping="per_agent").spec()
+    torch.manual_seed(seed)
+    cfg = MAMQLConfig(demos=str(path), hidden=[32], batch_size=256, lr=3e-3, weight_decay=0.0, value_data=value_data)
+    learner = MAMQLLearner(cfg, spec)
+    rng = np.random.default_rng(seed + 1)
+    for _ in range(400):  # online rows: uniform actions of both agents in random contexts
+        ctx = np.eye(3, dtype=np.float32)[rng.integers(3, size=128)]
+        obs = np.concatenate([encode_agent_obs(spec, k, ctx) for k in range(2)])
+        learner.update({B.OBS: torch.from_numpy(np.stack([obs, obs], 1)), B.TERMINAL: torch.ones(256, 1),
+                        B.ACTION: torch.from_numpy(rng.integers(0, 3, (256, 1)))})
+    kl = []
+    with torch.no_grad():
+        for k in range(2):
+            pi = torch.softmax(learner.online(torch.from_numpy(encode_agent_obs(spec, k, np.eye(3)))), -1).numpy()
+            kl += list((EXPERT_PI[k] * np.log(EXPERT_PI[k] / pi)).sum(-1))
+    return max(kl)
+
+
+@pytest.mark.parametrize("value_data", ["expert_and_online", "online"])
+def test_recovers_the_experts_boltzmann_policies_in_a_matrix_game(tmp_path, value_data):
+    assert _matrix_game_kl(tmp_path, value_data) < 0.05
+
+
+def test_a_wrong_update_fails_the_matrix_game(tmp_path, monkeypatch):
+    """Without the value term (the expert term alone), every expert action's Q goes to 2 alpha: near-uniform."""
+    from rlfleet.algorithms.mamql import learner as mamql_learner
+
+    def expert_term_only(q_exp, a_exp, v_exp_next, done_exp, *rest, **kw):
+        r = q_exp.gather(-1, a_exp.unsqueeze(-1)).squeeze(-1) - 0.99 * (1.0 - done_exp) * v_exp_next
+        return -(r - r.square() / 4.0).mean(), r
+
+    monkeypatch.setattr(mamql_learner, "iq_chi2_loss", expert_term_only)
+    assert _matrix_game_kl(tmp_path, "expert_and_online") > 0.05
 
 
 @pytest.mark.parametrize("algo", ["mamql", "iql-ma"])

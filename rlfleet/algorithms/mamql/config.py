@@ -17,6 +17,10 @@ class MAMQLConfig(BaseModel):
         "actions; iql-ma = the same with a critic that also sees the others' actions; bc = behaviour cloning")
     alpha: float = Field(1.0, gt=0, description="entropy temperature: pi ~ exp(Q / alpha), V = alpha logsumexp(Q / alpha)")
     gamma: float = Field(0.99, gt=0, le=1)
+    value_data: Literal["expert_and_online", "online"] = Field(
+        "expert_and_online", description="rows of the value term E[V(s) - gamma V(s')]: online and expert rows "
+        "(IQ-Learn's online default; on expert states it is the expert actions' log-likelihood) or online rows "
+        "only (the MAMQL authors' code, which preloads its replay with the demonstrations)")
     batch_size: int = Field(256, ge=1, description="online transitions per update (and as many expert ones)")
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the critic's weights")

@@ -3,8 +3,12 @@
     Qbar_i(s, .)   critic over agent i's own actions, marginalised over the others through the data
     V_i(s)       = alpha logsumexp(Qbar_i(s, .) / alpha)                       (soft value, legal actions)
     r_i          = Qbar_i(s, a_i^E) - gamma (1 - d) V_i(s')                    (implied reward, expert data)
-    loss_i       = E_online[ V_i(s) - gamma (1 - d) V_i(s') ] - E_expert[ r_i - r_i^2 / (4 alpha) ]
+    loss_i       = E_rho[ V_i(s) - gamma (1 - d) V_i(s') ] - E_expert[ r_i - r_i^2 / (4 alpha) ]
                    + weight decay                                              (chi^2-regularised IQ-Learn)
+
+rho, the value term's data (`value_data`): online and expert rows alike (IQ-Learn's online "value"
+objective; on expert rows V(s) - Q(s, a_E) = -alpha log pi(a_E|s), a direct likelihood signal), or
+online rows only (the MAMQL authors' `mamql_online`, whose replay starts preloaded with the demos).
 
 Agents share one update: each online or expert row belongs to one agent (its slot, or its demo
 rows) and routes to that agent's critic. `objective: bc` replaces the loss by cross-entropy on the
@@ -30,12 +34,16 @@ def soft_value(q: torch.Tensor, alpha: float, legal: torch.Tensor | None = None)
     return alpha * torch.logsumexp(q / alpha, dim=-1)
 
 
-def iq_chi2_loss(q_exp, a_exp, v_exp_next, done_exp, v_on, v_on_next, done_on, gamma: float, alpha: float):
-    """-E_expert[r - r^2/(4 alpha)] + E_online[V(s) - gamma (1-d) V(s')]; returns (loss, implied expert reward)."""
+def iq_chi2_loss(q_exp, a_exp, v_exp_next, done_exp, v_on, v_on_next, done_on, gamma: float, alpha: float,
+                 v_exp=None):
+    """-E_expert[r - r^2/(4 alpha)] + E_rho[V(s) - gamma (1-d) V(s')], rho = the online rows, plus the
+    expert rows when `v_exp` (V at the expert states) is given; returns (loss, implied expert reward)."""
     r = q_exp.gather(-1, a_exp.unsqueeze(-1)).squeeze(-1) - gamma * (1.0 - done_exp) * v_exp_next
     expert_term = (r - r.square() / (4.0 * alpha)).mean()
-    value_term = (v_on - gamma * (1.0 - done_on) * v_on_next).mean()
-    return value_term - expert_term, r
+    value = v_on - gamma * (1.0 - done_on) * v_on_next
+    if v_exp is not None:
+        value = torch.cat([value, v_exp - gamma * (1.0 - done_exp) * v_exp_next])
+    return value.mean() - expert_term, r
 
 
 class ExpertData:
@@ -52,7 +60,7 @@ class ExpertData:
         names = list(env_spec.agent_names) if env_spec.agent_names else ["agent"]
         if sorted(data) != sorted(names):
             raise UserError(f"demonstrations {path}: agents {sorted(data)} do not match the env's {sorted(names)}")
-        cols = {k: [] for k in ("obs", "next_obs", "action", "done", "legal_next", "joint")}
+        cols = {k: [] for k in ("obs", "next_obs", "action", "done", "legal", "legal_next", "joint")}
         step_actions = {}  # (episode, t) -> {agent index: action}: the joint actions of each env step
         for k, name in enumerate(names):
             d = data[name]
@@ -67,6 +75,9 @@ class ExpertData:
             cols["next_obs"].append(enc(d.next_obs[keep]))
             cols["action"].append(d.action[keep])
             cols["done"].append(d.terminated[keep].astype(np.float32))
+            legal = np.ones((len(d), env_spec.num_actions), bool)
+            legal[:, :d.action_mask.shape[1]] = d.action_mask
+            cols["legal"].append(legal[keep])
             # legal actions at s' = those at the next row of the same episode (all legal at the end)
             nxt_mask = np.ones((len(d), env_spec.num_actions), bool)
             same = np.flatnonzero(d.episode[1:] == d.episode[:-1])
@@ -121,8 +132,9 @@ class MAMQLLearner:
         v_on = soft_value(self.online(obs, joint), cfg.alpha, None if legal is None else legal[:, 0])
         v_on_next = soft_value(self.online(nxt), cfg.alpha, None if legal is None else legal[:, 1])
         v_exp_next = soft_value(self.online(e["next_obs"]), cfg.alpha, e["legal_next"])
+        v_exp = soft_value(q_exp, cfg.alpha, e["legal"]) if cfg.value_data == "expert_and_online" else None
         loss, r = iq_chi2_loss(q_exp, e["action"], v_exp_next, e["done"], v_on, v_on_next,
-                               batch[B.TERMINAL][:, 0], cfg.gamma, cfg.alpha)
+                               batch[B.TERMINAL][:, 0], cfg.gamma, cfg.alpha, v_exp)
         return loss, {"loss": loss.detach(), "expert_reward": r.detach().mean(), "v_online": v_on.detach().mean()}
 
     def update(self, batch: dict) -> tuple[torch.Tensor, dict]:

@@ -10,7 +10,8 @@ and agent positions are drawn at reset from the env's seed.
 Departure (opt-in, `time_feature=True`): one extra value after the map, the fraction of the
 episode's steps left. The scripted expert stops collecting own gems when only just enough time is
 left to meet on a purple gem; without the time the map cannot tell when, and a policy that ignores
-it (own gems first, then purple) returns 13.3 instead of the expert's 15.2.
+it (own gems first, then purple) returns 13.3 instead of the expert's 15.2. With the time in the
+observation the last step is a true terminal (`terminated`, nothing to bootstrap), not a truncation.
 
 The paper does not say whether "standing on a purple gem at the same time" means the same gem; we
 take the same gem, which makes the purple reward a coordination problem.
@@ -99,8 +100,9 @@ class GemsEnv(ParallelEnv):
                 rewards[agent] += PURPLE_REWARD
         done = self.t >= self.max_steps
         obs = self._observations()
-        terms = {a: False for a in self.possible_agents}
-        truncs = {a: done for a in self.possible_agents}
+        # with the time observed, the state at time-left 0 is terminal; without it the limit truncates
+        terms = {a: done and self.time_feature for a in self.possible_agents}
+        truncs = {a: done and not self.time_feature for a in self.possible_agents}
         if done:
             self.agents = []
         return obs, rewards, terms, truncs, {a: {} for a in self.possible_agents}
