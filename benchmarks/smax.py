@@ -7,6 +7,12 @@ wins (all enemies dead, one of ours alive). Writes benchmarks/results/smax.json
 
     python benchmarks/smax.py --scenarios 3m 2s3z --time-s 1800
     python benchmarks/smax.py --scenarios 3m --resume RUN_DIR --env-steps 5000000 --time-s 3600   # train on
+    python benchmarks/smax.py --scenarios 3m 2s3z --references-only   # scripted policies' win rates
+
+`--references` adds two scripted policies for our side, as a scale for what a policy without
+learned micro wins: focus fire (every unit shoots the weakest enemy in range, else walks to the
+nearest visible enemy, else to the map centre) and the same shooting the nearest enemy in range
+(close to the enemy's own heuristic).
 """
 from __future__ import annotations
 
@@ -23,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import write_results  # noqa: E402
 
 TARGETS = {"3m": 0.9, "2s3z": 0.7}
+LEARNER = "rlfleet-r2d2-shared"
 
 
 def win_rate(policy, scenario: str, env_kwargs: dict, episodes: int, seed: int, num_envs: int = 50) -> dict:
@@ -60,6 +67,55 @@ def win_rate(policy, scenario: str, env_kwargs: dict, episodes: int, seed: int, 
     return {"episodes": ended, "wins": wins, "win_rate": wins / ended, "team_return": float(np.mean(returns))}
 
 
+class ScriptedPolicy:
+    """Focus fire ("weakest") or nearest-target ("closest") micro from each unit's own observation.
+
+    SMAX's unit-list observation: (allies - 1 + enemies) blocks of unit features (health, relative x,
+    relative y, ...; zero when out of sight) then the unit's own features (health, x, y, ...) with
+    positions scaled to the map; attack action 5 + j is legal when enemy j is in range."""
+
+    MOVES = np.array([[0, 1], [1, 0], [0, -1], [-1, 0]], float)  # SMAX's move actions 0-3; 4 = stop
+
+    def __init__(self, env, target: str):
+        self.nf, self.na, self.ne = len(env.unit_features), env.num_allies, env.num_enemies
+        self.target = target
+
+    def initial_state(self, n):
+        return ()
+
+    def act(self, obs, prev_a, prev_r, state, epsilon, rng, action_mask=None):
+        nf, na, ne = self.nf, self.na, self.ne
+        first, own = (na - 1) * nf, (na - 1 + ne) * nf
+        health = obs[:, first:own:nf]
+        rel = np.stack([obs[:, first + 1:own:nf], obs[:, first + 2:own:nf]], -1)
+        dist = np.linalg.norm(rel, axis=-1)
+        shoot = action_mask[:, 5:5 + ne]
+        key = health + 1e-3 * dist if self.target == "weakest" else dist
+        attack = 5 + np.where(shoot, key, np.inf).argmin(1)
+        seen = health > 0
+        towards = np.where(seen.any(1)[:, None], rel[np.arange(len(obs)), np.where(seen, dist, np.inf).argmin(1)],
+                           0.5 - obs[:, own + 1:own + 3])
+        move = (towards @ self.MOVES.T).argmax(1)
+        actions = np.where(shoot.any(1), attack, move)
+        return np.where(action_mask[:, :4].any(1), actions, 4).astype(np.int64), state  # dead: stop
+
+
+def references(scenario: str, cfg_kwargs: dict, episodes: int, seed: int) -> list[dict]:
+    from rlfleet.envs.smax import make_smax
+
+    env = make_smax(scenario, cfg_kwargs.get("max_steps", 100))
+    rows = []
+    for target in ("weakest", "closest"):
+        t0 = time.time()
+        res = win_rate(ScriptedPolicy(env, target), scenario, cfg_kwargs, episodes, seed=20_000 + seed)
+        rows.append({"system": f"scripted-{'focus-fire' if target == 'weakest' else 'closest'}", "setting": scenario,
+                     "seed": seed, "env_steps": 0, "wall_s": round(time.time() - t0, 1), "metric": "win_rate",
+                     "value": res["win_rate"], "episodes": res["episodes"], "team_return": round(res["team_return"], 3)})
+        print(f"[{scenario}] {rows[-1]['system']}: win rate {res['win_rate']:.2f} over {res['episodes']} battles",
+              flush=True)
+    return rows
+
+
 def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
     import yaml
 
@@ -77,6 +133,10 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
     cfg["checkpoint"] = {"interval_s": args.checkpoint_s, "keep": 10_000, "replay": False}
     cfg["logging"] = {"root": str(root), "progress": False}
     t0 = time.time()
+    refs = references(scenario, cfg["env"].get("kwargs", {}), max(args.episodes, 1000), args.seed) \
+        if args.references or args.references_only else []
+    if args.references_only:
+        return refs
     if args.eval_only:  # a run that stopped (or was stopped) before this script could evaluate it
         run_dir = args.resume
     else:
@@ -91,14 +151,14 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
             continue
         agent = load_agent(path)
         res = win_rate(agent.policy, scenario, cfg["env"].get("kwargs", {}), args.episodes, seed=10_000 + args.seed)
-        row = {"system": "rlfleet-r2d2-shared", "setting": scenario, "seed": args.seed,
+        row = {"system": LEARNER, "setting": scenario, "seed": args.seed,
                "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
                "metric": "win_rate", "value": res["win_rate"], "episodes": res["episodes"],
                "team_return": round(res["team_return"], 3)}
         rows.append(row)
         print(f"[{scenario}] env_steps {row['env_steps']:>9}  wall {row['wall_s']:>7.0f} s  "
               f"win rate {row['value']:.2f} over {row['episodes']} battles", flush=True)
-    return rows
+    return refs + rows
 
 
 def main(argv=None):
@@ -112,6 +172,8 @@ def main(argv=None):
     p.add_argument("--root", default=None, help="run directories (default: a temp dir)")
     p.add_argument("--resume", default=None, help="continue this run dir (one scenario; its earlier rows are kept)")
     p.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate the run's new checkpoints")
+    p.add_argument("--references", action="store_true", help="also measure the scripted policies (1000 battles)")
+    p.add_argument("--references-only", action="store_true", help="only measure the scripted policies")
     args = p.parse_args(argv)
     if args.eval_only and not args.resume:
         p.error("--eval-only needs --resume RUN_DIR")
@@ -121,9 +183,13 @@ def main(argv=None):
     out = Path(__file__).resolve().parent / "results" / "smax.json"
     mine = [r for r in _rows(out) if r["setting"] in args.scenarios] if args.resume else []
     for scenario in args.scenarios:
-        mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
-        # re-read: another run may have written other scenarios' rows meanwhile
-        rows = [r for r in _rows(out) if r["setting"] not in args.scenarios] + mine
+        mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario
+                                                    and r["system"] == LEARNER})
+        # re-read: another run may have written other scenarios' rows meanwhile; a references-only
+        # run replaces the scripted rows only
+        keep = (lambda r: r["setting"] not in args.scenarios or r["system"] == LEARNER) if args.references_only \
+            else (lambda r: r["setting"] not in args.scenarios)
+        rows = [r for r in _rows(out) if keep(r)] + mine
         write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
     for scenario, w in _final_win_rates(rows).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
@@ -137,7 +203,8 @@ def _final_win_rates(rows: list[dict]) -> dict:
     """scenario -> win rate of its last checkpoint (most env steps)."""
     last = {}
     for r in sorted(rows, key=lambda r: r["env_steps"]):
-        last[r["setting"]] = r["value"]
+        if r["system"] == LEARNER:
+            last[r["setting"]] = r["value"]
     return last
 
 
