@@ -96,6 +96,7 @@ class Evaluator:
         import torch
 
         torch.set_num_threads(1)
+        torch.set_flush_denormal(True)  # denormal weights take slow paths (see Learner._guard)
         self.envs = env_maker.batch(num_envs, seed)
         self.policy = make_policy(algo_cfg, self.envs.spec)
         self.rng = np.random.default_rng(seed)

@@ -53,6 +53,7 @@ class EnvRunner:
         import torch
 
         torch.set_num_threads(1)
+        torch.set_flush_denormal(True)  # denormal weights take slow paths (see Learner._guard)
         self.index = index
         self.envs = env_maker.batch(len(epsilons) // env_maker.agents_per_env(), seed)
         self.spec = self.envs.spec
