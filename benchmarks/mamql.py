@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -46,7 +47,8 @@ ENVS = {
     # it returns 13.3 vs 15.0). Offline BC, 20k expert steps, 3000 updates of 256, greedy over 50 episodes:
     # MLP 7.30 (no time) / 6.08 (time); conv torso + time 10.02 (held-out action accuracy 0.91 -> 0.95)
     "gems": {"id": "pz:rlfleet.envs.games.gems_v0", "kwargs": {"egocentric": True, "time_feature": True},
-             "expert": experts.gems, "map_shape": [5, 29, 29]},
+             "expert": experts.gems, "map_shape": [5, 29, 29],
+             "augment": "rlfleet.envs.games.gems_v0:symmetry_augment"},
     "spread": {"id": "pz:mpe2.simple_spread_v3", "kwargs": {"max_cycles": 25}, "expert": experts.simple_spread},
 }
 ALGOS = ("mamql", "iql-ma", "bc")
@@ -162,6 +164,11 @@ def main() -> None:
     p.add_argument("--samples-per-insert", type=float, default=32,
                    help="replay rate limit: updates x batch per inserted agent step (sets the number of updates)")
     p.add_argument("--batch-size", type=int, default=256, help="online rows per update (and as many expert rows)")
+    p.add_argument("--augment", action="store_true",
+                   help="expert rows under random grid symmetries (envs that define one: gems)")
+    p.add_argument("--lr", type=float, default=1e-3, help="critic learning rate (Adam)")
+    p.add_argument("--keep-rows", action="store_true", help="add to the results file's rows instead of replacing "
+                   "them (each row records its own command)")
     p.add_argument("--value-data", choices=["expert_and_online", "online"], default="expert_and_online")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
     p.add_argument("--torso", choices=["mlp", "conv"], default="conv",
@@ -169,7 +176,10 @@ def main() -> None:
     p.add_argument("--conv-channels", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--conv-strides", type=int, nargs="+", default=[2, 2, 2])
     args = p.parse_args()
-    rows: list[dict] = []
+    out = Path(__file__).resolve().parent / "results" / "mamql.json"
+    rows: list[dict] = [r for r in json.loads(out.read_text())["rows"] if r["system"] not in ("expert", "random")
+                        or r["env"] not in args.envs] if args.keep_rows and out.is_file() else []
+    command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
     with tempfile.TemporaryDirectory(prefix="rlfleet-mamql-") as root:
         for name in args.envs:
             env = ENVS[name]
@@ -185,8 +195,10 @@ def main() -> None:
                         cfg = base_config(env, root, seed, args.env_steps, args.samples_per_insert)
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,
-                                            "batch_size": args.batch_size, "hidden": [128, 128],
+                                            "batch_size": args.batch_size, "hidden": [128, 128], "lr": args.lr,
                                             "value_data": args.value_data}
+                        if args.augment and env.get("augment"):
+                            cfg["algorithm"].update(augment=env["augment"], map_shape=env["map_shape"])
                         if args.torso == "conv" and env.get("map_shape"):
                             cfg["algorithm"].update(torso="conv", map_shape=env["map_shape"],
                                                     conv_channels=args.conv_channels, conv_strides=args.conv_strides)
@@ -195,7 +207,8 @@ def main() -> None:
                                "torso": cfg["algorithm"].get("torso", "mlp"),
                                "seed": seed, "env_steps": s["env_steps"], "updates": s["updates"],
                                "wall_s": round(s["wall_s"], 1), "samples_per_insert": args.samples_per_insert,
-                               "batch_size": args.batch_size, "value_data": args.value_data,
+                               "batch_size": args.batch_size, "value_data": args.value_data, "lr": args.lr,
+                               "command": command, "augment": cfg["algorithm"].get("augment"),
                                "metric": "return", "value": true_return(s["run_dir"], env),
                                "sampled_return": true_return(s["run_dir"], env, sample=True),
                                "normalized": None, "reward_pearson": None, "reward_mse": None,

@@ -85,3 +85,51 @@ def test_expert_breaks_ties_by_position_not_by_draw_order():
     for own in ([[9, 7], [5, 7]], [[5, 7], [9, 7]]):  # two own gems equally near, listed either way
         env.own = [own, [[0, 0]]]
         assert expert_actions(env)["agent_0"] == 1  # up, towards the smaller (row, col)
+
+
+def test_symmetry_augment_is_the_game_seen_under_a_grid_symmetry():
+    """Each augmented demo row equals what a twin game, laid out under one of the 8 grid symmetries
+    and stepped with the mapped actions, observes: obs, next obs, own and joint actions."""
+    import torch
+
+    from rlfleet.envs.games.gems_v0 import SYM_ACTIONS, symmetry_augment
+
+    env = GemsEnv(egocentric=True, time_feature=True)
+    s = env.size
+    env.reset(seed=5)
+    env.step({"agent_0": 2, "agent_1": 4})
+
+    def moved(rc, k):
+        r, c = rc
+        r, c = (c, r) if k & 1 else (r, c)
+        return [s - 1 - r if k & 2 else r, s - 1 - c if k & 4 else c]
+
+    twins = []
+    for k in range(8):
+        twin = GemsEnv(egocentric=True, time_feature=True)
+        twin.reset(seed=0)
+        twin.pos = np.array([moved(p, k) for p in env.pos])
+        twin.own = [[moved(g, k) for g in gems] for gems in env.own]
+        twin.purple, twin.t = [moved(g, k) for g in env.purple], env.t
+        twins.append(twin)
+    acts = {"agent_0": 1, "agent_1": 3}
+    obs = env._observations()["agent_0"]
+    nxt = env.step(acts)[0]["agent_0"]
+    n = 64
+    rows = {"obs": torch.tensor(np.tile(obs, (n, 1))), "next_obs": torch.tensor(np.tile(nxt, (n, 1))),
+            "action": torch.full((n,), acts["agent_0"]), "joint": torch.tensor([[1, 3]] * n),
+            "legal": torch.ones(n, 5, dtype=torch.bool), "legal_next": torch.ones(n, 5, dtype=torch.bool)}
+    out = symmetry_augment(rows, env.map_shape, torch.Generator().manual_seed(0))
+    seen = set()
+    for i in range(n):
+        match = [k for k, t in enumerate(twins) if np.array_equal(out["obs"][i].numpy(), t._observations()["agent_0"])]
+        assert len(match) == 1, match
+        k = match[0]
+        seen.add(k)
+        assert out["action"][i] == SYM_ACTIONS[k, 1] and out["joint"][i].tolist() == [SYM_ACTIONS[k, 1], SYM_ACTIONS[k, 3]]
+    assert len(seen) == 8
+    for k in seen:  # the twins step with the mapped actions into the augmented next observations
+        i = next(i for i in range(n) if np.array_equal(out["obs"][i].numpy(), twins[k]._observations()["agent_0"]))
+        twin_next = twins[k].step({a: int(SYM_ACTIONS[k, x]) for a, x in acts.items()})[0]["agent_0"]
+        np.testing.assert_array_equal(out["next_obs"][i].numpy(), twin_next)
+    assert out["legal"].all() and out["legal_next"].all()

@@ -239,6 +239,15 @@ def test_conv_torso_shapes_and_behaviour_cloning_fits_a_tiny_dataset(tmp_path):
     with torch.no_grad():
         accuracy = (learner.online(t["obs"]).argmax(-1) == t["action"]).float().mean().item()
     assert accuracy > 0.95, accuracy  # 96 expert rows, memorized
+    # expert rows under the grid's symmetries: same sizes, and the hook is named in the config
+    aug = MAMQLLearner(cfg.model_copy(update={"augment": "rlfleet.envs.games.gems_v0:symmetry_augment"}), spec)
+    rows = aug.expert.sample(32)
+    e = aug.augment(rows, cfg.map_shape, aug.expert.gen)
+    torch.testing.assert_close(e["obs"].sum(1), rows["obs"].sum(1))  # map cells permuted, the rest kept
+    assert e["obs"].shape == rows["obs"].shape and not torch.equal(e["obs"], rows["obs"])
+    aug.update(dummy)
+    with pytest.raises(UserError, match="algorithm.augment"):
+        MAMQLLearner(cfg.model_copy(update={"augment": "rlfleet.envs.games.gems_v0:nope"}), spec)
 
 
 def test_turn_based_demonstrations_are_rejected_with_a_clear_message(tmp_path):

@@ -36,6 +36,9 @@ class MAMQLConfig(BaseModel):
     conv_strides: list[int] | None = Field(None, description="torso conv: stride of each conv layer (default: the "
                                            "first 1, the others 2)")
     max_grad_norm: float = Field(10.0, gt=0)
+    augment: str | None = Field(None, description="'module:function' applied to every sampled batch of expert rows, "
+                                "fn(rows, map_shape, generator) -> rows (e.g. rlfleet.envs.games.gems_v0:"
+                                "symmetry_augment: the grid's 8 symmetries)")
 
 
 class IQLMAConfig(MAMQLConfig):

@@ -98,6 +98,16 @@ class ExpertData:
         return {k: v[idx] for k, v in self.t.items()}
 
 
+def _load_callable(spec: str, what: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"{what}: cannot load {spec!r} (expected 'module:function'): {e}") from None
+
+
 def _env_step_index(episode: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Global env-step index of each row (episodes in file order)."""
     lengths = {}
@@ -117,11 +127,14 @@ class MAMQLLearner:
         self.online = make_critic(cfg, env_spec).to(self.device)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.expert = ExpertData(cfg.demos, env_spec, self.device, cfg.demo_steps)
+        self.augment = _load_callable(cfg.augment, "algorithm.augment") if cfg.augment else None
         self.num_updates = 0
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         e = self.expert.sample(cfg.batch_size)
+        if self.augment is not None:
+            e = self.augment(e, cfg.map_shape, self.expert.gen)
         q_exp = self.online(e["obs"], e["joint"])  # the others' actions matter only to iql-ma's critic
         if cfg.objective == "bc":
             loss = F.cross_entropy(q_exp / cfg.alpha, e["action"])

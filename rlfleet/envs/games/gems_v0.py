@@ -112,6 +112,54 @@ def parallel_env(**kwargs) -> GemsEnv:
     return GemsEnv(**kwargs)
 
 
+def _symmetry_actions() -> np.ndarray:
+    """[8, 5]: action a becomes SYM_ACTIONS[k, a] under symmetry k of the square grid: bit 0
+    transposes (row <-> col), then bit 1 flips the rows, then bit 2 flips the columns."""
+    out = np.zeros((8, len(MOVES)), np.int64)
+    for k in range(8):
+        for a, (dr, dc) in enumerate(MOVES):
+            if k & 1:
+                dr, dc = dc, dr
+            dr, dc = (-dr if k & 2 else dr), (-dc if k & 4 else dc)
+            out[k, a] = int(np.flatnonzero((MOVES == (dr, dc)).all(1))[0])
+    return out
+
+
+SYM_ACTIONS = _symmetry_actions()
+
+
+def symmetry_augment(rows: dict, map_shape, generator):
+    """Demonstration rows under a random symmetry of the grid each (8: transposes and flips; the
+    rules and the reset distribution are invariant under them), for `algorithm.augment`: the leading
+    C x H x W map of `obs` / `next_obs` is transformed, the agent's and the others' actions (`joint`)
+    and the legal-action masks are mapped alike. 8x the distinct expert states for imitation."""
+    import torch
+
+    if not map_shape or map_shape[1] != map_shape[2]:
+        from rlfleet.platform.errors import UserError
+
+        raise UserError(f"gems symmetry_augment needs algorithm.map_shape of a square map, got {map_shape}")
+    c, h, w = (int(x) for x in map_shape)
+    n = len(rows["action"])
+    device = rows["action"].device
+    k = torch.randint(0, 8, (n,), generator=generator).to(device)
+    out = dict(rows)
+    for key in ("obs", "next_obs"):
+        x = rows[key]
+        m = x[:, :c * h * w].reshape(n, c, h, w)
+        for bit, fn in ((1, lambda t: t.transpose(2, 3)), (2, lambda t: t.flip(2)), (4, lambda t: t.flip(3))):
+            m = torch.where(((k & bit) > 0)[:, None, None, None], fn(m), m)
+        out[key] = torch.cat([m.reshape(n, -1), x[:, c * h * w:]], 1)
+    perm = torch.as_tensor(SYM_ACTIONS, device=device)[k]  # [n, 5]: old action -> new action
+    out["action"] = perm.gather(1, rows["action"].long()[:, None])[:, 0]
+    if "joint" in rows:
+        out["joint"] = perm.gather(1, rows["joint"].long())
+    for key in ("legal", "legal_next"):
+        if key in rows:  # new[:, perm[a]] = old[:, a]
+            out[key] = torch.zeros_like(rows[key]).scatter(1, perm, rows[key])
+    return out
+
+
 def expert_actions(env: GemsEnv) -> dict:
     """Scripted expert: collect own gems nearest-first, then both walk to the purple gem closest to
     the pair and wait on it for the other (a coordinated, near-optimal plan). Ties between equally
