@@ -175,7 +175,17 @@ def main() -> None:
                    help="critic torso; conv applies to envs with a map_shape (gems), the others keep the MLP")
     p.add_argument("--conv-channels", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--conv-strides", type=int, nargs="+", default=[2, 2, 2])
+    p.add_argument("--summary-only", action="store_true",
+                   help="recompute the results file's summary from its rows (default-setting rows) and print it")
     args = p.parse_args()
+    if args.summary_only:
+        out = Path(__file__).resolve().parent / "results" / "mamql.json"
+        data = json.loads(out.read_text())
+        data["summary"] = summarize(data["rows"])
+        out.with_suffix(".json.tmp").write_text(json.dumps(data, indent=1))
+        out.with_suffix(".json.tmp").replace(out)  # atomic, like write_results
+        print(json.dumps(data["summary"], indent=1))
+        return
     out = Path(__file__).resolve().parent / "results" / "mamql.json"
     rows: list[dict] = [r for r in json.loads(out.read_text())["rows"] if r["system"] not in ("expert", "random")
                         or r["env"] not in args.envs] if args.keep_rows and out.is_file() else []
@@ -242,10 +252,17 @@ def main() -> None:
     print("wrote", write_results("mamql", rows, summarize(rows)))
 
 
+def default_setting(r: dict) -> bool:
+    """Rows run with the script's default training settings (the summary's; --keep-rows files also
+    hold variants, each row recording its command)."""
+    return (r.get("lr", 1e-3) == 1e-3 and not r.get("augment") and r.get("samples_per_insert") == 32
+            and r.get("batch_size") == 256 and r.get("value_data") == "expert_and_online")
+
+
 def summarize(rows: list[dict]) -> dict:
     def mean(env, algo, size, key):
         vals = [r[key] for r in rows if r["env"] == env and r["system"] == algo and r.get("expert_steps") == size
-                and r.get(key) is not None]
+                and r.get(key) is not None and default_setting(r)]
         return float(np.mean(vals)) if vals else None
 
     return {"gems_20k_mamql_normalized_return": mean("gems", "mamql", 20000, "normalized"),
