@@ -164,8 +164,8 @@ def main() -> None:
     p.add_argument("--samples-per-insert", type=float, default=32,
                    help="replay rate limit: updates x batch per inserted agent step (sets the number of updates)")
     p.add_argument("--batch-size", type=int, default=256, help="online rows per update (and as many expert rows)")
-    p.add_argument("--augment", action="store_true",
-                   help="expert rows under random grid symmetries (envs that define one: gems)")
+    p.add_argument("--no-augment", dest="augment", action="store_false",
+                   help="turn off the env's demonstration augmentation (gems: the grid's symmetries; on by default)")
     p.add_argument("--lr", type=float, default=1e-3, help="critic learning rate (Adam)")
     p.add_argument("--keep-rows", action="store_true", help="add to the results file's rows instead of replacing "
                    "them (each row records its own command)")
@@ -255,7 +255,8 @@ def main() -> None:
 def default_setting(r: dict) -> bool:
     """Rows run with the script's default training settings (the summary's; --keep-rows files also
     hold variants, each row recording its command)."""
-    return (r.get("lr", 1e-3) == 1e-3 and not r.get("augment") and r.get("samples_per_insert") == 32
+    return (r.get("lr", 1e-3) == 1e-3 and r.get("augment") == ENVS[r["env"]].get("augment")
+            and r.get("samples_per_insert") == 32
             and r.get("batch_size") == 256 and r.get("value_data") == "expert_and_online")
 
 
