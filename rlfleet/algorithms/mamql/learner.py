@@ -75,7 +75,7 @@ class ExpertData:
             cols["next_obs"].append(enc(d.next_obs[keep]))
             cols["action"].append(d.action[keep])
             cols["done"].append(d.terminated[keep].astype(np.float32))
-            legal = np.ones((len(d), env_spec.num_actions), bool)
+            legal = np.zeros((len(d), env_spec.num_actions), bool)  # padding beyond the agent's own actions: illegal
             legal[:, :d.action_mask.shape[1]] = d.action_mask
             cols["legal"].append(legal[keep])
             # legal actions at s' = those at the next row of the same episode (all legal at the end)
