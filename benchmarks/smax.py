@@ -181,15 +181,19 @@ def main(argv=None):
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
     out = Path(__file__).resolve().parent / "results" / "smax.json"
-    mine = [r for r in _rows(out) if r["setting"] in args.scenarios] if args.resume else []
+    mine = [r for r in _rows(out) if r["setting"] in args.scenarios and r["system"] == LEARNER] if args.resume else []
+
+    def keep(r: dict) -> bool:
+        """Rows of the file that this run does not replace."""
+        if r["setting"] not in args.scenarios:
+            return True
+        if r["system"] == LEARNER:
+            return args.references_only  # training replaces (or, resumed, carries in `mine`) its rows
+        return not (args.references or args.references_only)  # scripted rows stay unless measured again
+
     for scenario in args.scenarios:
-        mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario
-                                                    and r["system"] == LEARNER})
-        # re-read: another run may have written other scenarios' rows meanwhile; a references-only
-        # run replaces the scripted rows only
-        keep = (lambda r: r["setting"] not in args.scenarios or r["system"] == LEARNER) if args.references_only \
-            else (lambda r: r["setting"] not in args.scenarios)
-        rows = [r for r in _rows(out) if keep(r)] + mine
+        mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
+        rows = [r for r in _rows(out) if keep(r)] + mine  # re-read: another run may have written meanwhile
         write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
     for scenario, w in _final_win_rates(rows).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
