@@ -36,7 +36,6 @@ Experts: `fn(env, observations) -> {agent: action}` with the present agents' obs
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from dataclasses import dataclass
@@ -165,11 +164,9 @@ def load_expert(spec: str):
     if kind == "checkpoint":
         return CheckpointExpert(rest)
     if kind == "scripted":
-        module, _, fn = rest.rpartition(":")
-        try:
-            return getattr(importlib.import_module(module), fn)
-        except (ImportError, AttributeError, ValueError) as e:
-            raise UserError(f"--expert {spec!r}: cannot load {fn!r} from module {module!r} ({e})") from None
+        from rlfleet.platform.registry import load_callable
+
+        return load_callable(rest, "--expert scripted:")
     raise UserError(f"--expert {spec!r}: expected scripted:MODULE:FN or checkpoint:DIR")
 
 

@@ -222,6 +222,18 @@ def resolve_env(name: str) -> EnvFactory:
     raise UserError(f"unknown env {name!r}{did_you_mean(name, _known_env_ids())}")
 
 
+def load_callable(spec: str, what: str):
+    """'module:function' (a user hook named in a config or on the command line) -> the function; a
+    one-line UserError naming `what` when it cannot be loaded."""
+    import importlib
+
+    module, _, fn = spec.rpartition(":")
+    try:
+        return getattr(importlib.import_module(module), fn)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise UserError(f"{what} {spec!r}: cannot load {fn!r} from module {module!r} ({e})") from None
+
+
 def _import_dotted(name: str, module_name: str, what: str = "env"):
     """The module of a dotted path, None if no such module; its own import errors are the user's."""
     import importlib.util

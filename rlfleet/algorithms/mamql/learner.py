@@ -25,6 +25,7 @@ from rlfleet.algorithms.mamql.config import MAMQLConfig
 from rlfleet.algorithms.mamql.networks import make_critic
 from rlfleet.platform import batch as B
 from rlfleet.platform.errors import UserError
+from rlfleet.platform.registry import load_callable
 
 
 def soft_value(q: torch.Tensor, alpha: float, legal: torch.Tensor | None = None) -> torch.Tensor:
@@ -98,16 +99,6 @@ class ExpertData:
         return {k: v[idx] for k, v in self.t.items()}
 
 
-def _load_callable(spec: str, what: str):
-    import importlib
-
-    module, _, name = spec.partition(":")
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise UserError(f"{what}: cannot load {spec!r} (expected 'module:function'): {e}") from None
-
-
 def _env_step_index(episode: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Global env-step index of each row (episodes in file order)."""
     lengths = {}
@@ -127,7 +118,7 @@ class MAMQLLearner:
         self.online = make_critic(cfg, env_spec).to(self.device)
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.expert = ExpertData(cfg.demos, env_spec, self.device, cfg.demo_steps)
-        self.augment = _load_callable(cfg.augment, "algorithm.augment") if cfg.augment else None
+        self.augment = load_callable(cfg.augment, "algorithm.augment") if cfg.augment else None
         self.num_updates = 0
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
