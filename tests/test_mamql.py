@@ -103,6 +103,29 @@ def test_learns_to_imitate_the_expert_on_a_tiny_budget(tmp_path, objective):
         assert np.mean(r.argmax(1).numpy() == np.argmax(test @ Bandit.W.T, axis=1)) > 0.85
 
 
+def test_acting_polyak_acts_with_the_averaged_critic_and_checkpoints_it(tmp_path):
+    rlfleet.register_env("test-bandit", Bandit)
+    demos.record("test-bandit", _bandit_expert, 100, tmp_path / "bandit.parquet", seed=0)
+    spec = EnvMaker(resolve_env("test-bandit"), {}).spec()
+    cfg = MAMQLConfig(demos=str(tmp_path / "bandit.parquet"), hidden=[8], batch_size=16, acting_polyak=0.25)
+    learner = MAMQLLearner(cfg, spec)
+    avg = {k: v.clone() for k, v in learner.online.state_dict().items()}
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        ctx = rng.normal(size=(16, 4)).astype(np.float32)
+        learner.update({B.OBS: torch.from_numpy(np.stack([ctx, ctx], 1)), B.TERMINAL: torch.ones(16, 1),
+                        B.ACTION: torch.from_numpy(rng.integers(0, 3, (16, 1)))})
+        avg = {k: 0.75 * v + 0.25 * learner.online.state_dict()[k] for k, v in avg.items()}
+    acting = learner.acting_weights()
+    for k, v in avg.items():
+        torch.testing.assert_close(acting[k], v)
+        assert not torch.allclose(acting[k], learner.online.state_dict()[k])  # not the critic itself
+    restored = MAMQLLearner(cfg, spec)
+    restored.load_state_dict(learner.state_dict())
+    for k, v in avg.items():
+        torch.testing.assert_close(restored.acting_weights()[k], v)
+
+
 class MatrixGame(ParallelEnv):
     """One-step two-agent matrix game in one of 3 contexts (one-hot observation); both act at once."""
 

@@ -36,6 +36,10 @@ class MAMQLConfig(BaseModel):
     conv_strides: list[int] | None = Field(None, description="torso conv: stride of each conv layer (default: the "
                                            "first 1, the others 2)")
     max_grad_norm: float = Field(10.0, gt=0)
+    acting_polyak: float = Field(0.0, ge=0, le=1, description="act (and evaluate, and load agents) with a Polyak "
+                                 "average of the critic, avg <- (1 - tau) avg + tau critic after every update, "
+                                 "tau = this; 0 = the critic itself. Smooths the swings of the greedy policy "
+                                 "between checkpoints")
     augment: str | None = Field(None, description="'module:function' applied to every sampled batch of expert rows, "
                                 "fn(rows, map_shape, generator) -> rows (e.g. rlfleet.envs.games.gems_v0:"
                                 "symmetry_augment: the grid's 8 symmetries)")

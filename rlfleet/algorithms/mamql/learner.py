@@ -17,6 +17,8 @@ rhat_i(s, a) = Qbar_i(s, a) - gamma (1 - d) V_i(s').
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,6 +121,9 @@ class MAMQLLearner:
         self.optimizer = torch.optim.Adam(self.online.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.expert = ExpertData(cfg.demos, env_spec, self.device, cfg.demo_steps)
         self.augment = load_callable(cfg.augment, "algorithm.augment") if cfg.augment else None
+        self.average = None  # Polyak-averaged critic for acting (acting_polyak > 0)
+        if cfg.acting_polyak > 0:
+            self.average = copy.deepcopy(self.online).requires_grad_(False)
         self.num_updates = 0
 
     def loss(self, batch: dict) -> tuple[torch.Tensor, dict]:
@@ -147,6 +152,10 @@ class MAMQLLearner:
         loss.backward()
         stats["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
+        if self.average is not None:
+            with torch.no_grad():
+                torch._foreach_lerp_(list(self.average.parameters()), list(self.online.parameters()),
+                                     self.cfg.acting_polyak)
         self.num_updates += 1
         return torch.ones(batch[B.ACTION].shape[0], device=self.device), stats  # uniform replay
 
@@ -157,13 +166,19 @@ class MAMQLLearner:
         return q - self.cfg.gamma * (1.0 - done) * soft_value(self.online(next_obs), self.cfg.alpha, legal_next)
 
     def acting_weights(self) -> dict:
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.online.state_dict().items()}
+        net = self.online if self.average is None else self.average
+        return {k: v.detach().to("cpu", copy=True) for k, v in net.state_dict().items()}
 
     def state_dict(self) -> dict:
-        return {"online": self.online.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "num_updates": self.num_updates}
+        state = {"online": self.online.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "num_updates": self.num_updates}
+        if self.average is not None:
+            state["average"] = self.average.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.online.load_state_dict(state["online"])
+        if self.average is not None:  # a checkpoint from before averaging was on: start from the critic
+            self.average.load_state_dict(state.get("average", state["online"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.num_updates = int(state["num_updates"])
