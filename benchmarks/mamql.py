@@ -167,6 +167,8 @@ def main() -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="turn off the env's demonstration augmentation (gems: the grid's symmetries; on by default)")
     p.add_argument("--lr", type=float, default=1e-3, help="critic learning rate (Adam)")
+    p.add_argument("--acting-polyak", type=float, default=0.01,
+                   help="act and evaluate with a Polyak average of the critic (tau; 0 = the critic itself)")
     p.add_argument("--keep-rows", action="store_true", help="add to the results file's rows instead of replacing "
                    "them (each row records its own command)")
     p.add_argument("--value-data", choices=["expert_and_online", "online"], default="expert_and_online")
@@ -206,7 +208,7 @@ def main() -> None:
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,
                                             "batch_size": args.batch_size, "hidden": [128, 128], "lr": args.lr,
-                                            "value_data": args.value_data}
+                                            "value_data": args.value_data, "acting_polyak": args.acting_polyak}
                         if args.augment and env.get("augment"):
                             cfg["algorithm"].update(augment=env["augment"], map_shape=env["map_shape"])
                         if args.torso == "conv" and env.get("map_shape"):
@@ -218,6 +220,8 @@ def main() -> None:
                                "seed": seed, "env_steps": s["env_steps"], "updates": s["updates"],
                                "wall_s": round(s["wall_s"], 1), "samples_per_insert": args.samples_per_insert,
                                "batch_size": args.batch_size, "value_data": args.value_data, "lr": args.lr,
+                               "acting_polyak": args.acting_polyak,
+                               "evals": [[e["env_steps"], round(e["return_mean"], 2)] for e in s["evals"]],
                                "command": command, "augment": cfg["algorithm"].get("augment"),
                                "metric": "return", "value": true_return(s["run_dir"], env),
                                "sampled_return": true_return(s["run_dir"], env, sample=True),
@@ -256,6 +260,7 @@ def default_setting(r: dict) -> bool:
     """Rows run with the script's default training settings (the summary's; --keep-rows files also
     hold variants, each row recording its command)."""
     return (r.get("lr", 1e-3) == 1e-3 and r.get("augment") == ENVS[r["env"]].get("augment")
+            and r.get("acting_polyak", 0.0) == 0.01
             and r.get("samples_per_insert") == 32
             and r.get("batch_size") == 256 and r.get("value_data") == "expert_and_online")
 

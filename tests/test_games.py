@@ -87,6 +87,28 @@ def test_expert_breaks_ties_by_position_not_by_draw_order():
         assert expert_actions(env)["agent_0"] == 1  # up, towards the smaller (row, col)
 
 
+def test_expert_breaks_a_purple_tie_the_same_way_under_every_grid_symmetry():
+    """Each agent waits on a different purple gem, equally near the pair: under every symmetry of the
+    grid the expert sends agent_0 to agent_1's gem (a position-based tie-break would not: deadlock)."""
+    from rlfleet.envs.games.gems_v0 import MOVES
+
+    env = GemsEnv()
+    env.reset(seed=0)
+    n = env.size
+    for k in range(8):
+        def tf(p):
+            r, c = p
+            r, c = (c, r) if k & 1 else (r, c)
+            return [n - 1 - r if k & 2 else r, n - 1 - c if k & 4 else c]
+
+        env.pos = np.array([tf([10, 7]), tf([9, 8])])
+        env.own, env.purple = [[], []], [tf([10, 7]), tf([9, 8])]
+        acts = expert_actions(env)
+        assert acts["agent_1"] == 0  # waits on its gem
+        step = env.pos[0] + MOVES[acts["agent_0"]]
+        assert np.abs(env.pos[1] - step).sum() == 1, k  # agent_0 walks towards it (rows first, then columns)
+
+
 def test_symmetry_augment_is_the_game_seen_under_a_grid_symmetry():
     """Each augmented demo row equals what a twin game, laid out under one of the 8 grid symmetries
     and stepped with the mapped actions, observes: obs, next obs, own and joint actions."""

@@ -162,12 +162,22 @@ def symmetry_augment(rows: dict, map_shape, generator):
 
 def expert_actions(env: GemsEnv) -> dict:
     """Scripted expert: collect own gems nearest-first, then both walk to the purple gem closest to
-    the pair and wait on it for the other (a coordinated, near-optimal plan). Ties between equally
-    near gems go to the smallest (row, col), which the map shows (unlike the order gems were drawn)."""
+    the pair and wait on it for the other (a coordinated, near-optimal plan).
+
+    Ties between purple gems equally near the pair go to the one the pair reaches sooner, then to the
+    one nearer agent_1: rules the grid's symmetries leave unchanged, so that demonstrations seen under
+    a symmetry (`symmetry_augment`) are still this expert's. A tie broken by position instead deadlocks
+    a policy imitating augmented demos: each agent waits on its own purple gem for the other. Only
+    exact remaining ties, and ties between own gems (harmless: no one waits on those), go to the
+    smallest (row, col), which the map shows (unlike the order gems were drawn)."""
     acts = {}
     target_purple = None
     if env.purple:
-        target_purple = min(env.purple, key=lambda g: (sum(abs(np.array(g) - p).sum() for p in env.pos), tuple(g)))
+        def key(g):
+            d = [int(np.abs(np.array(g) - p).sum()) for p in env.pos]
+            return sum(d), max(d), d[1], tuple(g)
+
+        target_purple = min(env.purple, key=key)
     for i, agent in enumerate(env.possible_agents):
         pos = env.pos[i]
         steps_left = env.max_steps - env.t
