@@ -160,7 +160,7 @@ def symmetry_augment(rows: dict, map_shape, generator):
     return out
 
 
-def expert_actions(env: GemsEnv) -> dict:
+def expert_goals(env: GemsEnv) -> list:
     """Scripted expert: collect own gems nearest-first, then both walk to the purple gem closest to
     the pair and wait on it for the other (a coordinated, near-optimal plan).
 
@@ -169,8 +169,10 @@ def expert_actions(env: GemsEnv) -> dict:
     a symmetry (`symmetry_augment`) are still this expert's. A tie broken by position instead deadlocks
     a policy imitating augmented demos: each agent waits on its own purple gem for the other. Only
     exact remaining ties, and ties between own gems (harmless: no one waits on those), go to the
-    smallest (row, col), which the map shows (unlike the order gems were drawn)."""
-    acts = {}
+    smallest (row, col), which the map shows (unlike the order gems were drawn).
+
+    Returns each agent's (goal cell or None, "own" | "purple" | None)."""
+    goals = []
     target_purple = None
     if env.purple:
         def key(g):
@@ -178,21 +180,27 @@ def expert_actions(env: GemsEnv) -> dict:
             return sum(d), max(d), d[1], tuple(g)
 
         target_purple = min(env.purple, key=key)
-    for i, agent in enumerate(env.possible_agents):
+    for i in range(len(env.possible_agents)):
         pos = env.pos[i]
         steps_left = env.max_steps - env.t
-        goal = None
+        goal, kind = None, None
         if env.own[i]:
             nearest = min(env.own[i], key=lambda g: (np.abs(np.array(g) - pos).sum(), tuple(g)))
             # go for an own gem unless that would leave too little time to meet on a purple gem
             to_gem = np.abs(np.array(nearest) - pos).sum()
             to_purple_after = (np.abs(np.array(target_purple) - np.array(nearest)).sum() if target_purple else 0)
             if target_purple is None or to_gem + to_purple_after < steps_left - 1:
-                goal = nearest
+                goal, kind = nearest, "own"
         if goal is None and target_purple is not None:
-            goal = target_purple
-        acts[agent] = _step_towards(pos, goal)
-    return acts
+            goal, kind = target_purple, "purple"
+        goals.append((goal, kind))
+    return goals
+
+
+def expert_actions(env: GemsEnv) -> dict:
+    """The scripted expert's actions: a step towards each agent's goal (`expert_goals`), rows first."""
+    return {agent: _step_towards(env.pos[i], goal) for i, (agent, (goal, _)) in
+            enumerate(zip(env.possible_agents, expert_goals(env)))}
 
 
 def _step_towards(pos, goal) -> int:
