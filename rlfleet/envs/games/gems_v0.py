@@ -128,6 +128,21 @@ def _symmetry_actions() -> np.ndarray:
 SYM_ACTIONS = _symmetry_actions()
 
 
+def _cell_sources(h: int, w: int):
+    """[8, H*W]: under symmetry k, cell j of the new map is cell [k, j] of the old one (bit 0
+    transposes, then bit 1 flips the rows, then bit 2 the columns, as SYM_ACTIONS). One gather per
+    batch instead of three full-batch selects."""
+    import torch
+
+    cells = torch.arange(h * w).reshape(1, 1, h, w)
+    out = []
+    for k in range(8):
+        m = cells.transpose(2, 3) if k & 1 else cells
+        m = m.flip(2) if k & 2 else m
+        out.append((m.flip(3) if k & 4 else m).reshape(-1))
+    return torch.stack(out)
+
+
 def symmetry_augment(rows: dict, map_shape, generator):
     """Demonstration rows under a random symmetry of the grid each (8: transposes and flips; the
     rules and the reset distribution are invariant under them), for `algorithm.augment`: the leading
@@ -143,12 +158,11 @@ def symmetry_augment(rows: dict, map_shape, generator):
     n = len(rows["action"])
     device = rows["action"].device
     k = torch.randint(0, 8, (n,), generator=generator).to(device)
+    src = _cell_sources(h, w).to(device)[k]  # [n, H*W]: the cell each cell of the new map comes from
     out = dict(rows)
     for key in ("obs", "next_obs"):
         x = rows[key]
-        m = x[:, :c * h * w].reshape(n, c, h, w)
-        for bit, fn in ((1, lambda t: t.transpose(2, 3)), (2, lambda t: t.flip(2)), (4, lambda t: t.flip(3))):
-            m = torch.where(((k & bit) > 0)[:, None, None, None], fn(m), m)
+        m = x[:, :c * h * w].reshape(n, c, h * w).gather(2, src[:, None, :].expand(n, c, h * w))
         out[key] = torch.cat([m.reshape(n, -1), x[:, c * h * w:]], 1)
     perm = torch.as_tensor(SYM_ACTIONS, device=device)[k]  # [n, 5]: old action -> new action
     out["action"] = perm.gather(1, rows["action"].long()[:, None])[:, 0]
