@@ -167,13 +167,12 @@ def evaluate_run(run_dir: str, name: str, update_row: bool, command: str) -> Non
     data = json.loads(out.read_text())
     ref = {r["system"]: r["value"] for r in data["rows"] if r["env"] == name and r["system"] in ("expert", "random")}
     res = {}
-    for mode, sample in (("value", False), ("sampled_return", True)):
+    for mode, sample, keys in (("greedy", False, ("value", "value_se", "normalized")),
+                               ("sampled", True, ("sampled_return", "sampled_se", "sampled_normalized"))):
         value, se = true_return(run_dir, env, sample=sample)
-        res[mode], res["value_se" if mode == "value" else "sampled_se"] = value, se
         norm = (value - ref["random"]) / (ref["expert"] - ref["random"])
-        res["normalized" if mode == "value" else "sampled_normalized"] = norm
-        print(f"{'greedy' if mode == 'value' else 'sampled'}: return {value:.2f} +- {se:.2f} (s.e., 200 episodes), "
-              f"normalized {norm:.3f}")
+        res.update(zip(keys, (value, se, norm)))
+        print(f"{mode}: return {value:.2f} +- {se:.2f} (s.e., 200 episodes), normalized {norm:.3f}")
     if update_row:
         agent = load_agent(run_dir)
         match = [r for r in data["rows"] if r["env"] == name and r["system"] == agent.cfg.algorithm_name

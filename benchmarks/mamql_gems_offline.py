@@ -28,6 +28,7 @@ from common import table, write_results  # noqa: E402
 from rlfleet import demos  # noqa: E402
 from rlfleet.algorithms.mamql.config import MAMQLConfig  # noqa: E402
 from rlfleet.algorithms.mamql.learner import MAMQLLearner  # noqa: E402
+from rlfleet.algorithms.mamql.policy import MAMQLPolicy  # noqa: E402
 from rlfleet.envs.experts import gems as gems_expert  # noqa: E402
 from rlfleet.envs.games.gems_v0 import SYM_ACTIONS, GemsEnv, expert_actions, expert_goals  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
@@ -42,12 +43,15 @@ TORSOS = {  # the benchmark's conv critic, and variants
 }
 
 
-def greedy_policy(net, spec):
+def greedy_policy(learner, cfg, spec):
+    """The acting policy (MAMQLPolicy, epsilon 0: argmax) on the learner's acting weights."""
+    policy = MAMQLPolicy(cfg, spec)
+    policy.load_weights(learner.acting_weights())
+
     def act(env, obs):
         x = np.concatenate([encode_agent_obs(spec, i, obs[a][None]) for i, a in enumerate(env.possible_agents)])
-        with torch.no_grad():
-            q = net(torch.from_numpy(x)).numpy()
-        return {a: int(q[i].argmax()) for i, a in enumerate(env.possible_agents)}
+        actions, _ = policy.act(x, None, None, (), np.zeros(len(x)), np.random.default_rng(0))
+        return dict(zip(env.possible_agents, actions.tolist()))
     return act
 
 
@@ -147,9 +151,9 @@ def main() -> None:
             for _ in range(args.updates):  # bc reads expert rows only: the online batch is a placeholder
                 learner.update({"action": torch.zeros(1, 1)})
             wall = time.time() - t0
-            net = learner.average or learner.online
-            res = play(greedy_policy(net, spec), args.episodes, 50_000)
-            res.update(departures(greedy_policy(net, spec), max(args.episodes // 4, 1), 60_000))
+            policy = greedy_policy(learner, cfg, spec)
+            res = play(policy, args.episodes, 50_000)
+            res.update(departures(policy, max(args.episodes // 4, 1), 60_000))
             row = {"system": "bc-offline", "setting": name, **TORSOS[name], "updates": args.updates,
                    "augment": args.augment, "acting_polyak": args.acting_polyak, "seed": args.seed,
                    "train_wall_s": round(wall, 1), "metric": "return", "value": res["return"],
