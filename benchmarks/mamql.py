@@ -16,11 +16,13 @@ normalized return is (x - random) / (expert - random). Writes benchmarks/results
 
 Gems runs with the egocentric map plus the fraction of steps left (`time_feature`, a departure from
 the paper's 5-channel observation: the scripted expert's switch to the purple gem depends on it)
-and, with `--torso conv`, conv layers on the map before the MLP (`algorithm.torso: conv`).
+and a critic torso that reads the map: `--torso entities` (default; `algorithm.torso: entities`, a
+transformer over the map's occupied cells) or `--torso conv` (3x3 conv layers before the MLP).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -205,10 +207,13 @@ def main() -> None:
                    "them (each row records its own command)")
     p.add_argument("--value-data", choices=["expert_and_online", "online"], default="expert_and_online")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
-    p.add_argument("--torso", choices=["mlp", "conv"], default="conv",
-                   help="critic torso; conv applies to envs with a map_shape (gems), the others keep the MLP")
+    p.add_argument("--torso", choices=["mlp", "conv", "entities"], default="entities",
+                   help="critic torso; conv and entities apply to envs with a map_shape (gems), the others keep "
+                   "the MLP")
     p.add_argument("--conv-channels", type=int, nargs="+", default=[16, 32, 32])
     p.add_argument("--conv-strides", type=int, nargs="+", default=[2, 2, 2])
+    p.add_argument("--workdir", help="keep demonstrations and run directories here (default: a temporary directory, "
+                   "removed at the end); a kept run can be re-scored with --evaluate")
     p.add_argument("--evaluate", metavar="RUN_DIR", help="only evaluate a saved run of --envs' first env (200 "
                    "episodes, greedy and sampled) and print its return")
     p.add_argument("--update-row", action="store_true", help="with --evaluate: write the result into the results "
@@ -231,7 +236,9 @@ def main() -> None:
     rows: list[dict] = [r for r in json.loads(out.read_text())["rows"] if r["system"] not in ("expert", "random")
                         or r["env"] not in args.envs] if args.keep_rows and out.is_file() else []
     command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
-    with tempfile.TemporaryDirectory(prefix="rlfleet-mamql-") as root:
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    with (contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix="rlfleet-mamql-")) as root:
         for name in args.envs:
             env = ENVS[name]
             demo_file, heldout = f"{root}/{name}.parquet", f"{root}/{name}-heldout.parquet"
@@ -253,6 +260,8 @@ def main() -> None:
                         if args.torso == "conv" and env.get("map_shape"):
                             cfg["algorithm"].update(torso="conv", map_shape=env["map_shape"],
                                                     conv_channels=args.conv_channels, conv_strides=args.conv_strides)
+                        if args.torso == "entities" and env.get("map_shape"):
+                            cfg["algorithm"].update(torso="entities", map_shape=env["map_shape"])
                         s = rlfleet.train(cfg)
                         row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
                                "torso": cfg["algorithm"].get("torso", "mlp"),
@@ -301,6 +310,7 @@ def default_setting(r: dict) -> bool:
     hold variants, each row recording its command)."""
     return (r.get("lr", 1e-3) == 1e-3 and r.get("augment") == ENVS[r["env"]].get("augment")
             and r.get("acting_polyak", 0.0) == 0.01
+            and r.get("torso", "mlp") == ("entities" if ENVS[r["env"]].get("map_shape") else "mlp")
             and r.get("samples_per_insert") == 32
             and r.get("batch_size") == 256 and r.get("value_data") == "expert_and_online")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import tempfile
 import time
@@ -36,10 +37,11 @@ from rlfleet.platform.multiagent import encode_agent_obs  # noqa: E402
 from rlfleet.platform.registry import resolve_env  # noqa: E402
 
 ENV_ID, KWARGS = "pz:rlfleet.envs.games.gems_v0", {"egocentric": True, "time_feature": True}
-TORSOS = {  # the benchmark's conv critic, and variants
-    "base": {"conv_channels": [16, 32, 32], "conv_strides": [2, 2, 2], "hidden": [128, 128]},
-    "stride1": {"conv_channels": [16, 32, 32], "conv_strides": [1, 2, 2], "hidden": [128, 128]},
-    "wide": {"conv_channels": [32, 64, 64], "conv_strides": [1, 2, 2], "hidden": [256, 256]},
+TORSOS = {  # the benchmark's conv critic, variants, and the transformer over the map's objects
+    "base": {"torso": "conv", "conv_channels": [16, 32, 32], "conv_strides": [2, 2, 2], "hidden": [128, 128]},
+    "stride1": {"torso": "conv", "conv_channels": [16, 32, 32], "conv_strides": [1, 2, 2], "hidden": [128, 128]},
+    "wide": {"torso": "conv", "conv_channels": [32, 64, 64], "conv_strides": [1, 2, 2], "hidden": [256, 256]},
+    "entities": {"torso": "entities", "entity_dim": 64, "entity_layers": 3, "hidden": [128, 128]},
 }
 
 
@@ -129,7 +131,13 @@ def main() -> None:
     p.add_argument("--acting-polyak", type=float, default=0.01)
     p.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep-rows", action="store_true", help="keep the results file's rows of the other torsos "
+                   "(each row records its command)")
     args = p.parse_args()
+    command = "python benchmarks/mamql_gems_offline.py " + " ".join(sys.argv[1:])
+    out = Path(__file__).resolve().parent / "results" / "mamql_gems_offline.json"
+    kept = [r for r in json.loads(out.read_text())["rows"] if r["system"] == "bc-offline"
+            and r["setting"] not in args.torsos] if args.keep_rows and out.is_file() else []
     torch.manual_seed(args.seed)
     torch.set_flush_denormal(True)
     rows = []
@@ -142,7 +150,7 @@ def main() -> None:
         demos.record(ENV_ID, gems_expert, args.demo_steps, f"{root}/gems.parquet", KWARGS, seed=args.seed)
         spec = EnvMaker(resolve_env(ENV_ID), KWARGS, policy_mapping="per_agent").spec()
         for name in args.torsos:
-            cfg = MAMQLConfig(demos=f"{root}/gems.parquet", objective="bc", batch_size=256, torso="conv",
+            cfg = MAMQLConfig(demos=f"{root}/gems.parquet", objective="bc", batch_size=256,
                               map_shape=[5, 29, 29], acting_polyak=args.acting_polyak,
                               augment="rlfleet.envs.games.gems_v0:symmetry_augment" if args.augment else None,
                               **TORSOS[name])
@@ -154,13 +162,14 @@ def main() -> None:
             policy = greedy_policy(learner, cfg, spec)
             res = play(policy, args.episodes, 50_000)
             res.update(departures(policy, max(args.episodes // 4, 1), 60_000))
-            row = {"system": "bc-offline", "setting": name, **TORSOS[name], "updates": args.updates,
+            row = {"system": "bc-offline", "setting": name, **TORSOS[name], "updates": args.updates, "command": command,
                    "augment": args.augment, "acting_polyak": args.acting_polyak, "seed": args.seed,
                    "train_wall_s": round(wall, 1), "metric": "return", "value": res["return"],
                    "normalized": (res["return"] - rand["return"]) / (expert["return"] - rand["return"]), **res}
             rows.append(row)
             print(row, flush=True)
-            write_results("mamql_gems_offline", rows, summary(rows))
+            write_results("mamql_gems_offline", rows + kept, summary(rows + kept))
+    rows += kept
     cols = ["return", "own_gems", "meetings", "no_meeting_share", "deadlock_share"]
     deps = sorted({k for r in rows for k in r if k.startswith("departures_")})
     fmt = (lambda v: v if v is None else f"{v:.3f}")  # the table helper keeps one decimal: too few for shares

@@ -25,16 +25,22 @@ class MAMQLConfig(BaseModel):
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0, description="L2 penalty on the critic's weights")
     hidden: list[int] = Field(default_factory=lambda: [256, 256])
-    torso: Literal["mlp", "conv"] = Field(
+    torso: Literal["mlp", "conv", "entities"] = Field(
         "mlp", description="mlp = MLP on the flattened observation; conv = conv layers on the observation's leading "
         "C x H x W map (map_shape), then the MLP on their output with the rest of the observation (e.g. a time "
-        "feature, the one-hot agent index) appended")
+        "feature, the one-hot agent index) appended; entities = a transformer over the map's nonzero cells (tokens: "
+        "channel, row, column) and one token for the rest of the observation, then the MLP (sparse maps)")
     map_shape: list[int] | None = Field(None, min_length=3, max_length=3, description="torso conv: the C x H x W "
                                         "map the flattened observation starts with (Gems: env.map_shape)")
     conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1, description="torso conv: "
                                      "channels of its 3x3 conv layers")
     conv_strides: list[int] | None = Field(None, description="torso conv: stride of each conv layer (default: the "
                                            "first 1, the others 2)")
+    entity_dim: int = Field(64, ge=8, description="torso entities: token width")
+    entity_layers: int = Field(3, ge=1, description="torso entities: transformer encoder layers")
+    entity_heads: int = Field(4, ge=1, description="torso entities: attention heads (divides entity_dim)")
+    max_entities: int = Field(16, ge=1, description="torso entities: the most nonzero map cells an observation may "
+                              "have (more is an error, not a silent crop)")
     max_grad_norm: float = Field(10.0, gt=0)
     acting_polyak: float = Field(0.0, ge=0, le=1, description="act (and evaluate, and load agents) with a Polyak "
                                  "average of the critic, avg <- (1 - tau) avg + tau critic after every update, "

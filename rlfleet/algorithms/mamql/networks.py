@@ -1,5 +1,5 @@
-"""Critic Qbar_i(s, .) -> |A| per agent: an MLP, or conv layers on the observation's leading map
-then an MLP (`torso: conv`), one per agent group when the env maps agents to groups (routed by the
+"""Critic Qbar_i(s, .) -> |A| per agent: an MLP, conv layers on the observation's leading map then
+an MLP (`torso: conv`), or a transformer over the map's occupied cells (`torso: entities`), one per agent group when the env maps agents to groups (routed by the
 observation's one-hot agent index, as for R2D2). The IQL-MA baseline's critic Q_i(s, a_-i, .) also
 takes the other agents' one-hot actions."""
 from __future__ import annotations
@@ -20,6 +20,16 @@ def mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Linear(d, out))
 
 
+def _map_dims(map_shape, inp: int) -> tuple[tuple, int]:
+    """(C, H, W) and C*H*W of the map the flattened observation starts with; a clear error if it cannot."""
+    shape = tuple(int(x) for x in map_shape)
+    if inp < math.prod(shape):
+        from rlfleet.platform.errors import UserError
+
+        raise UserError(f"algorithm.map_shape {list(shape)} needs {math.prod(shape)} inputs, the observation has {inp}")
+    return shape, math.prod(shape)
+
+
 class ConvQ(nn.Module):
     """x [B, C*H*W + E] -> [B, out]: 3x3 convs (default strides 1, 2, 2, ...; ReLU) on the leading
     C x H x W map, flattened, the E remaining inputs appended, then an MLP. Translation-equivariant
@@ -28,13 +38,7 @@ class ConvQ(nn.Module):
     def __init__(self, map_shape, inp: int, hidden: list[int], out: int, channels: list[int],
                  strides: list[int] | None = None):
         super().__init__()
-        self.map_shape = tuple(int(x) for x in map_shape)
-        self.map_dim = math.prod(self.map_shape)
-        if inp < self.map_dim:
-            from rlfleet.platform.errors import UserError
-
-            raise UserError(f"algorithm.map_shape {list(self.map_shape)} needs {self.map_dim} inputs, the "
-                            f"observation has {inp}")
+        self.map_shape, self.map_dim = _map_dims(map_shape, inp)
         strides = strides or [1] + [2] * (len(channels) - 1)
         if len(strides) != len(channels):
             from rlfleet.platform.errors import UserError
@@ -52,10 +56,54 @@ class ConvQ(nn.Module):
         return self.head(torch.cat([z, x[:, self.map_dim:]], dim=-1))
 
 
+class EntityQ(nn.Module):
+    """x [B, C*H*W + E] -> [B, out]: the leading C x H x W map's nonzero cells as a set of tokens
+    (value-scaled one-hot channel, row and column centred on the map), one more token for the E
+    remaining inputs, a transformer encoder over them, an MLP on that last token. Why: on sparse maps
+    (a few agents and items on a grid) the decision hinges on relations between far-apart objects
+    (which gem is nearest to *both* agents), one attention step here but a deep stack for 3x3 convs;
+    the cost grows with the number of objects, not with the map's area."""
+
+    def __init__(self, map_shape, inp: int, hidden: list[int], out: int, dim: int = 64, layers: int = 3,
+                 heads: int = 4, max_entities: int = 16):
+        super().__init__()
+        self.map_shape, self.map_dim = _map_dims(map_shape, inp)
+        self.max_entities = min(max_entities, self.map_dim)
+        c, h, w = self.map_shape
+        self.register_buffer("centre", torch.tensor([(h - 1) / 2, (w - 1) / 2]), persistent=False)
+        self.cell = nn.Linear(c + 2, dim)
+        self.rest = nn.Linear(max(inp - self.map_dim, 1), dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = mlp(dim, hidden, out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c, h, w = self.map_shape
+        m = x[:, :self.map_dim]
+        k = self.max_entities
+        vals, idx = m.abs().topk(min(k + 1, self.map_dim), dim=1)  # the occupied cells first, one spare
+        if vals.shape[1] > k:
+            if len(x) and bool(vals[:, k].gt(0).any()):
+                from rlfleet.platform.errors import UserError
+
+                raise UserError(f"algorithm.max_entities {k}: an observation's map has "
+                                f"{int(m.ne(0).sum(1).max())} nonzero cells; raise it")
+            vals, idx = vals[:, :k], idx[:, :k]
+        ch, cell = idx // (h * w), idx % (h * w)
+        rc = (torch.stack([cell // w, cell % w], -1).float() - self.centre) / self.centre.clamp(min=1)
+        onehot = F.one_hot(ch, c).float() * m.gather(1, idx).unsqueeze(-1)
+        tokens = self.cell(torch.cat([onehot, rc], -1))
+        rest = x[:, self.map_dim:] if x.shape[1] > self.map_dim else x.new_zeros(len(x), 1)
+        seq = torch.cat([self.rest(rest).unsqueeze(1), tokens], 1)
+        pad = torch.cat([vals.new_zeros(len(x), 1, dtype=torch.bool), vals.eq(0)], 1)
+        return self.head(self.encoder(seq, src_key_padding_mask=pad)[:, 0])
+
+
 class Critic(nn.Module):
     def __init__(self, obs_dim: int, num_actions: int, hidden: list[int], groups: tuple | None = None,
                  num_agents: int = 1, sees_others: bool = False, map_shape=None, conv_channels=(16, 32, 32),
-                 conv_strides=None):
+                 conv_strides=None, torso: str = "mlp", entity: dict | None = None):
         super().__init__()
         self.num_groups = (max(groups) + 1) if groups else 1
         self.num_agents, self.num_actions = num_agents, num_actions
@@ -63,8 +111,12 @@ class Critic(nn.Module):
         self.register_buffer("groups", torch.as_tensor(groups or (0,) * num_agents, dtype=torch.long),
                              persistent=False)
         inp = obs_dim + self.others * num_actions
-        make = (lambda: ConvQ(map_shape, inp, hidden, num_actions, list(conv_channels), conv_strides)) if map_shape else (
-            lambda: mlp(inp, hidden, num_actions))
+        if torso == "entities":
+            make = lambda: EntityQ(map_shape, inp, hidden, num_actions, **(entity or {}))  # noqa: E731
+        elif torso == "conv":
+            make = lambda: ConvQ(map_shape, inp, hidden, num_actions, list(conv_channels), conv_strides)  # noqa: E731
+        else:
+            make = lambda: mlp(inp, hidden, num_actions)  # noqa: E731
         self.nets = nn.ModuleList(make() for _ in range(self.num_groups))
 
     def agent_of(self, obs: torch.Tensor) -> torch.Tensor:
@@ -110,12 +162,13 @@ class Critic(nn.Module):
 
 
 def make_critic(cfg, env_spec) -> Critic:
-    if cfg.torso == "conv" and not cfg.map_shape:
+    if cfg.torso in ("conv", "entities") and not cfg.map_shape:
         from rlfleet.platform.errors import UserError
 
-        raise UserError("algorithm.torso: conv needs algorithm.map_shape: [C, H, W], the map the flattened "
+        raise UserError(f"algorithm.torso: {cfg.torso} needs algorithm.map_shape: [C, H, W], the map the flattened "
                         "observation starts with (Gems: [5, 15, 15], egocentric [5, 29, 29])")
     return Critic(int(math.prod(env_spec.obs_shape)), env_spec.num_actions, cfg.hidden, env_spec.agent_groups,
                   num_agents=env_spec.agents, sees_others=cfg.objective == "iql-ma" and env_spec.agents > 1,
-                  map_shape=cfg.map_shape if cfg.torso == "conv" else None, conv_channels=cfg.conv_channels,
-                  conv_strides=cfg.conv_strides)
+                  map_shape=cfg.map_shape, conv_channels=cfg.conv_channels, conv_strides=cfg.conv_strides,
+                  torso=cfg.torso, entity={"dim": cfg.entity_dim, "layers": cfg.entity_layers,
+                                           "heads": cfg.entity_heads, "max_entities": cfg.max_entities})
