@@ -306,6 +306,8 @@ def test_entity_torso_masks_padding_rejects_crowded_maps_and_fits_a_tiny_dataset
     x[2, 40:44] = 1.0  # 8 objects > 5
     with pytest.raises(UserError, match="max_entities 5"):
         small(x)
+    with pytest.raises(ValueError, match="must divide entity_dim 64"):
+        MAMQLConfig(demos="x", torso="entities", entity_heads=5)
     kw = {"size": 7, "max_steps": 12, "time_feature": True}
     demos.record("pz:rlfleet.envs.games.gems_v0", gems, 48, tmp_path / "g.parquet", env_kwargs=kw, seed=0)
     spec = EnvMaker(resolve_env("pz:rlfleet.envs.games.gems_v0"), kw, policy_mapping="per_agent").spec()

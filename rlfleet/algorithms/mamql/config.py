@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class MAMQLConfig(BaseModel):
@@ -30,8 +30,8 @@ class MAMQLConfig(BaseModel):
         "C x H x W map (map_shape), then the MLP on their output with the rest of the observation (e.g. a time "
         "feature, the one-hot agent index) appended; entities = a transformer over the map's nonzero cells (tokens: "
         "channel, row, column) and one token for the rest of the observation, then the MLP (sparse maps)")
-    map_shape: list[int] | None = Field(None, min_length=3, max_length=3, description="torso conv: the C x H x W "
-                                        "map the flattened observation starts with (Gems: env.map_shape)")
+    map_shape: list[int] | None = Field(None, min_length=3, max_length=3, description="torso conv / entities: the "
+                                        "C x H x W map the flattened observation starts with (Gems: env.map_shape)")
     conv_channels: list[int] = Field(default_factory=lambda: [16, 32, 32], min_length=1, description="torso conv: "
                                      "channels of its 3x3 conv layers")
     conv_strides: list[int] | None = Field(None, description="torso conv: stride of each conv layer (default: the "
@@ -49,6 +49,15 @@ class MAMQLConfig(BaseModel):
     augment: str | None = Field(None, description="'module:function' applied to every sampled batch of expert rows, "
                                 "fn(rows, map_shape, generator) -> rows (e.g. rlfleet.envs.games.gems_v0:"
                                 "symmetry_augment: the grid's 8 symmetries)")
+
+
+    @field_validator("entity_heads")
+    @classmethod
+    def _heads_divide_width(cls, heads: int, info: ValidationInfo) -> int:
+        dim = info.data.get("entity_dim")
+        if dim and dim % heads:
+            raise ValueError(f"must divide entity_dim {dim}")
+        return heads
 
 
 class IQLMAConfig(MAMQLConfig):

@@ -1,7 +1,7 @@
 """Critic Qbar_i(s, .) -> |A| per agent: an MLP, conv layers on the observation's leading map then
-an MLP (`torso: conv`), or a transformer over the map's occupied cells (`torso: entities`), one per agent group when the env maps agents to groups (routed by the
-observation's one-hot agent index, as for R2D2). The IQL-MA baseline's critic Q_i(s, a_-i, .) also
-takes the other agents' one-hot actions."""
+an MLP (`torso: conv`), or a transformer over the map's occupied cells (`torso: entities`), one per
+agent group when the env maps agents to groups (routed by the observation's one-hot agent index, as
+for R2D2). The IQL-MA baseline's critic Q_i(s, a_-i, .) also takes the other agents' one-hot actions."""
 from __future__ import annotations
 
 import itertools
