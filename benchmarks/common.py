@@ -58,6 +58,12 @@ def write_results(name: str, rows: list[dict], summary: dict, argv: list[str] | 
     return path
 
 
+def previous_rows(name: str) -> list[dict]:
+    """The rows of benchmarks/results/NAME.json, [] if there is none (scripts that re-run a subset keep the rest)."""
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text())["rows"] if path.is_file() else []
+
+
 def table(rows: list[list], header: list[str]) -> str:
     cells = [header] + [["-" if c is None else (f"{c:.1f}" if isinstance(c, float) else str(c)) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_results  # noqa: E402
+from common import RESULTS, previous_rows, table, write_results  # noqa: E402
 
 import rlfleet  # noqa: E402
 from rlfleet import demos  # noqa: E402
@@ -165,7 +165,7 @@ def evaluate_run(run_dir: str, name: str, update_row: bool, command: str) -> Non
     expert and random rows for that env; `update_row`: write them into the file's last row of the same
     algorithm, expert steps and seed (rows from before 200-episode evaluations)."""
     env = ENVS[name]
-    out = Path(__file__).resolve().parent / "results" / "mamql.json"
+    out = RESULTS / "mamql.json"
     data = json.loads(out.read_text())
     ref = {r["system"]: r["value"] for r in data["rows"] if r["env"] == name and r["system"] in ("expert", "random")}
     res = {}
@@ -221,21 +221,20 @@ def main() -> None:
     p.add_argument("--summary-only", action="store_true",
                    help="recompute the results file's summary from its rows (default-setting rows) and print it")
     args = p.parse_args()
+    command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
     if args.evaluate:
-        evaluate_run(args.evaluate, args.envs[0], args.update_row, "python benchmarks/mamql.py " + " ".join(sys.argv[1:]))
+        evaluate_run(args.evaluate, args.envs[0], args.update_row, command)
         return
     if args.summary_only:
-        out = Path(__file__).resolve().parent / "results" / "mamql.json"
+        out = RESULTS / "mamql.json"
         data = json.loads(out.read_text())
         data["summary"] = summarize(data["rows"])
         out.with_suffix(".json.tmp").write_text(json.dumps(data, indent=1))
         out.with_suffix(".json.tmp").replace(out)  # atomic, like write_results
         print(json.dumps(data["summary"], indent=1))
         return
-    out = Path(__file__).resolve().parent / "results" / "mamql.json"
-    rows: list[dict] = [r for r in json.loads(out.read_text())["rows"] if r["system"] not in ("expert", "random")
-                        or r["env"] not in args.envs] if args.keep_rows and out.is_file() else []
-    command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
+    rows: list[dict] = [r for r in previous_rows("mamql") if r["system"] not in ("expert", "random")
+                        or r["env"] not in args.envs] if args.keep_rows else []
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
     with (contextlib.nullcontext(args.workdir) if args.workdir else tempfile.TemporaryDirectory(prefix="rlfleet-mamql-")) as root:
@@ -257,11 +256,10 @@ def main() -> None:
                                             "value_data": args.value_data, "acting_polyak": args.acting_polyak}
                         if args.augment and env.get("augment"):
                             cfg["algorithm"].update(augment=env["augment"], map_shape=env["map_shape"])
-                        if args.torso == "conv" and env.get("map_shape"):
-                            cfg["algorithm"].update(torso="conv", map_shape=env["map_shape"],
-                                                    conv_channels=args.conv_channels, conv_strides=args.conv_strides)
-                        if args.torso == "entities" and env.get("map_shape"):
-                            cfg["algorithm"].update(torso="entities", map_shape=env["map_shape"])
+                        if args.torso != "mlp" and env.get("map_shape"):  # the others keep the MLP
+                            cfg["algorithm"].update(torso=args.torso, map_shape=env["map_shape"])
+                            if args.torso == "conv":
+                                cfg["algorithm"].update(conv_channels=args.conv_channels, conv_strides=args.conv_strides)
                         s = rlfleet.train(cfg)
                         row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
                                "torso": cfg["algorithm"].get("torso", "mlp"),

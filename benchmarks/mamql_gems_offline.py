@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import tempfile
 import time
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_results  # noqa: E402
+from common import previous_rows, table, write_results  # noqa: E402
 
 from rlfleet import demos  # noqa: E402
 from rlfleet.algorithms.mamql.config import MAMQLConfig  # noqa: E402
@@ -135,9 +134,8 @@ def main() -> None:
                    "(each row records its command)")
     args = p.parse_args()
     command = "python benchmarks/mamql_gems_offline.py " + " ".join(sys.argv[1:])
-    out = Path(__file__).resolve().parent / "results" / "mamql_gems_offline.json"
-    kept = [r for r in json.loads(out.read_text())["rows"] if r["system"] == "bc-offline"
-            and r["setting"] not in args.torsos] if args.keep_rows and out.is_file() else []
+    kept = [r for r in previous_rows("mamql_gems_offline") if r["system"] == "bc-offline"
+            and r["setting"] not in args.torsos] if args.keep_rows else []
     torch.manual_seed(args.seed)
     torch.set_flush_denormal(True)
     rows = []
