@@ -201,6 +201,7 @@ def main() -> None:
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="turn off the env's demonstration augmentation (gems: the grid's symmetries; on by default)")
     p.add_argument("--lr", type=float, default=1e-3, help="critic learning rate (Adam)")
+    p.add_argument("--gamma", type=float, default=0.99, help="the critic's discount (MAMQL's and the baselines')")
     p.add_argument("--acting-polyak", type=float, default=0.01,
                    help="act and evaluate with a Polyak average of the critic (tau; 0 = the critic itself)")
     p.add_argument("--keep-rows", action="store_true", help="add to the results file's rows instead of replacing "
@@ -253,6 +254,7 @@ def main() -> None:
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,
                                             "batch_size": args.batch_size, "hidden": [128, 128], "lr": args.lr,
+                                            "gamma": args.gamma,
                                             "value_data": args.value_data, "acting_polyak": args.acting_polyak}
                         if args.augment and env.get("augment"):
                             cfg["algorithm"].update(augment=env["augment"], map_shape=env["map_shape"])
@@ -266,7 +268,7 @@ def main() -> None:
                                "seed": seed, "env_steps": s["env_steps"], "updates": s["updates"],
                                "wall_s": round(s["wall_s"], 1), "samples_per_insert": args.samples_per_insert,
                                "batch_size": args.batch_size, "value_data": args.value_data, "lr": args.lr,
-                               "acting_polyak": args.acting_polyak,
+                               "gamma": args.gamma, "acting_polyak": args.acting_polyak,
                                "evals": [[e["env_steps"], round(e["return_mean"], 2)] for e in s["evals"]],
                                "command": command, "augment": cfg["algorithm"].get("augment"),
                                "metric": "return", "eval_episodes": 200,
@@ -306,7 +308,7 @@ def main() -> None:
 def default_setting(r: dict) -> bool:
     """Rows run with the script's default training settings (the summary's; --keep-rows files also
     hold variants, each row recording its command)."""
-    return (r.get("lr", 1e-3) == 1e-3 and r.get("augment") == ENVS[r["env"]].get("augment")
+    return (r.get("lr", 1e-3) == 1e-3 and r.get("gamma", 0.99) == 0.99 and r.get("augment") == ENVS[r["env"]].get("augment")
             and r.get("acting_polyak", 0.0) == 0.01
             and r.get("torso", "mlp") == ("entities" if ENVS[r["env"]].get("map_shape") else "mlp")
             and r.get("samples_per_insert") == 32
