@@ -11,8 +11,6 @@ are kept when others are (re)run, so tasks can be measured in several sessions.
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, table, write_results  # noqa: E402
+from common import previous_rows, table, write_results  # noqa: E402
 
 import rlfleet  # noqa: E402
 from rlfleet.platform.config import parse_overrides, set_path  # noqa: E402
@@ -120,11 +118,10 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides after the task's, e.g. algorithm.trace=3 env.kwargs.max_elements=16")
     args = ap.parse_args()
-    path = RESULTS / "miniwob.json"
     mine: list[dict] = []
 
     def merged() -> list[dict]:  # re-read: another run may have added other tasks meanwhile
-        old = json.loads(path.read_text())["rows"] if path.exists() else []
+        old = previous_rows("miniwob")
         done = {r["setting"] for r in mine}
         return [r for r in old if r["setting"] not in done] + mine
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_results  # noqa: E402
+from common import previous_rows, table, write_results  # noqa: E402
 
 from rlfleet.platform.config import load_config  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
@@ -205,12 +205,8 @@ def main() -> None:
     args = p.parse_args()
     import ray
 
-    import json
-
-    from common import RESULTS
-
-    old = RESULTS / "perf_pipeline.json"  # keep the other envs' rows when measuring a subset
-    rows = [r for r in json.loads(old.read_text())["rows"] if r["env"] not in args.envs] if old.is_file() else []
+    # keep the other envs' rows when measuring a subset
+    rows = [r for r in previous_rows("perf_pipeline") if r["env"] not in args.envs]
     for family in args.envs:
         config = ENVS[family]
         cfg, algo_cfg, _ = load_config(config)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_results  # noqa: E402
+from common import previous_rows, table, write_results  # noqa: E402
 
 import rlfleet  # noqa: E402
 
@@ -107,11 +107,7 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     if args.reuse_rlfleet:
-        import json
-
-        from common import RESULTS
-
-        rows = [r for r in json.loads((RESULTS / "perf_rllib.json").read_text())["rows"] if r["system"] == "rlfleet"]
+        rows = [r for r in previous_rows("perf_rllib") if r["system"] == "rlfleet"]
     for seed in range(args.seeds if not rows else 0):
         rows.append(run_rlfleet(seed, args.rlfleet_budget_s))
         print({k: v for k, v in rows[-1].items()}, flush=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.common import previous_rows, write_results  # noqa: E402
 
 TARGETS = {"3m": 0.9, "2s3z": 0.7}
 LEARNER = "rlfleet-r2d2-shared"
@@ -180,8 +180,7 @@ def main(argv=None):
     if args.resume and len(args.scenarios) != 1:
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
-    out = Path(__file__).resolve().parent / "results" / "smax.json"
-    mine = [r for r in _rows(out) if r["setting"] in args.scenarios and r["system"] == LEARNER] if args.resume else []
+    mine = [r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == LEARNER] if args.resume else []
 
     def keep(r: dict) -> bool:
         """Rows of the file that this run does not replace."""
@@ -193,14 +192,10 @@ def main(argv=None):
 
     for scenario in args.scenarios:
         mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
-        rows = [r for r in _rows(out) if keep(r)] + mine  # re-read: another run may have written meanwhile
+        rows = [r for r in previous_rows("smax") if keep(r)] + mine  # re-read: another run may have written meanwhile
         write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
     for scenario, w in _final_win_rates(rows).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
-
-
-def _rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text())["rows"] if path.is_file() else []
 
 
 def _final_win_rates(rows: list[dict]) -> dict:
