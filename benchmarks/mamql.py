@@ -194,6 +194,8 @@ def main() -> None:
     p.add_argument("--algos", nargs="+", default=list(ALGOS))
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 20000])
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds run are first-seed .. first-seed + seeds - 1 "
+                   "(add seeds to a --keep-rows file)")
     p.add_argument("--env-steps", type=int, default=60_000, help="agent steps of online interaction per run")
     p.add_argument("--samples-per-insert", type=float, default=32,
                    help="replay rate limit: updates x batch per inserted agent step (sets the number of updates)")
@@ -249,7 +251,7 @@ def main() -> None:
                      {"system": "random", "env": name, "setting": "uniform", "metric": "return", "value": rand}]
             for size in args.sizes:
                 for algo in args.algos:
-                    for seed in range(args.seeds):
+                    for seed in range(args.first_seed, args.first_seed + args.seeds):
                         cfg = base_config(env, root, seed, args.env_steps, args.samples_per_insert)
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,

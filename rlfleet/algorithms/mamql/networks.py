@@ -140,12 +140,15 @@ class Critic(nn.Module):
         return self._route(obs, obs)
 
     def marginal(self, obs: torch.Tensor) -> torch.Tensor:
-        qs = []
-        for combo in itertools.product(range(self.num_actions), repeat=self.others):
-            others = torch.as_tensor(combo, device=obs.device).expand(len(obs), -1)
-            onehot = F.one_hot(others, self.num_actions).float().reshape(len(obs), -1)
-            qs.append(self._route(torch.cat([obs, onehot], dim=-1), obs))
-        return torch.stack(qs).mean(0)
+        """Mean of Q over every joint action of the others: one critic call over all combinations
+        stacked (A^(K-1) x the rows), not one call per combination."""
+        combos = torch.tensor(list(itertools.product(range(self.num_actions), repeat=self.others)),
+                              device=obs.device)  # [C, K-1]
+        n, c = len(obs), len(combos)
+        onehot = F.one_hot(combos, self.num_actions).float().reshape(c, 1, -1).expand(c, n, -1)
+        rows = obs.unsqueeze(0).expand(c, n, -1)
+        q = self._route(torch.cat([rows, onehot], dim=-1).reshape(c * n, -1), rows.reshape(c * n, -1))
+        return q.reshape(c, n, -1).mean(0)
 
     def _route(self, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         if self.num_groups == 1:
