@@ -310,7 +310,8 @@ def main() -> None:
 def default_setting(r: dict) -> bool:
     """Rows run with the script's default training settings (the summary's; --keep-rows files also
     hold variants, each row recording its command)."""
-    return (r.get("lr", 1e-3) == 1e-3 and r.get("gamma", 0.99) == 0.99 and r.get("augment") == ENVS[r["env"]].get("augment")
+    return (r.get("lr", 1e-3) == 1e-3 and r.get("gamma", 0.99) == 0.99
+            and r.get("augment") == ENVS[r["env"]].get("augment")
             and r.get("acting_polyak", 0.0) == 0.01
             and r.get("torso", "mlp") == ("entities" if ENVS[r["env"]].get("map_shape") else "mlp")
             and r.get("samples_per_insert") == 32

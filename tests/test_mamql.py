@@ -323,3 +323,26 @@ def test_entity_torso_masks_padding_rejects_crowded_maps_and_fits_a_tiny_dataset
     with torch.no_grad():
         accuracy = (learner.online(t["obs"]).argmax(-1) == t["action"]).float().mean().item()
     assert accuracy > 0.95, accuracy  # 96 expert rows, memorized
+
+
+@pytest.mark.parametrize("rows_per_call", [8192, 10])
+def test_marginal_over_the_others_actions_is_the_mean_over_every_combination(monkeypatch, rows_per_call):
+    """IQL-MA's V(s') averages Q over the others' joint actions; the stacked (and chunked) critic
+    calls must give the plain mean over all A^(K-1) combinations, agent by agent."""
+    import itertools
+
+    import torch.nn.functional as F
+
+    from rlfleet.algorithms.mamql import networks
+
+    monkeypatch.setattr(networks, "MARGINAL_ROWS", rows_per_call)
+    torch.manual_seed(0)
+    critic = networks.Critic(6, 4, [16], groups=(0, 1, 1), num_agents=3, sees_others=True)
+    obs = torch.randn(7, 6)
+    obs[:, 3:] = F.one_hot(torch.arange(7) % 3, 3).float()  # the agent index closes the observation
+    per_combination = []
+    for combo in itertools.product(range(4), repeat=2):
+        others = F.one_hot(torch.tensor(combo).expand(7, -1), 4).float().reshape(7, -1)
+        per_combination.append(critic._route(torch.cat([obs, others], -1), obs))
+    expected = torch.stack(per_combination).mean(0)
+    torch.testing.assert_close(critic(obs), expected)

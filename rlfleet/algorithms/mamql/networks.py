@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MARGINAL_ROWS = 8192  # rows per critic call when averaging over the others' actions (bounds memory)
+
 
 def mlp(inp: int, hidden: list[int], out: int) -> nn.Sequential:
     layers, d = [], inp
@@ -140,15 +142,20 @@ class Critic(nn.Module):
         return self._route(obs, obs)
 
     def marginal(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean of Q over every joint action of the others: one critic call over all combinations
-        stacked (A^(K-1) x the rows), not one call per combination."""
+        """Mean of Q over every joint action of the others: critic calls over the combinations stacked
+        (up to MARGINAL_ROWS rows per call), not one call per combination."""
         combos = torch.tensor(list(itertools.product(range(self.num_actions), repeat=self.others)),
                               device=obs.device)  # [C, K-1]
-        n, c = len(obs), len(combos)
-        onehot = F.one_hot(combos, self.num_actions).float().reshape(c, 1, -1).expand(c, n, -1)
-        rows = obs.unsqueeze(0).expand(c, n, -1)
-        q = self._route(torch.cat([rows, onehot], dim=-1).reshape(c * n, -1), rows.reshape(c * n, -1))
-        return q.reshape(c, n, -1).mean(0)
+        n, total = len(obs), None
+        step = max(1, MARGINAL_ROWS // max(n, 1))
+        for part in combos.split(step):
+            c = len(part)
+            onehot = F.one_hot(part, self.num_actions).float().reshape(c, 1, -1).expand(c, n, -1)
+            rows = obs.unsqueeze(0).expand(c, n, -1)
+            q = self._route(torch.cat([rows, onehot], dim=-1).reshape(c * n, -1), rows.reshape(c * n, -1))
+            q = q.reshape(c, n, -1).sum(0)
+            total = q if total is None else total + q
+        return total / len(combos)
 
     def _route(self, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         if self.num_groups == 1:
