@@ -165,9 +165,8 @@ def evaluate_run(run_dir: str, name: str, update_row: bool, command: str) -> Non
     expert and random rows for that env; `update_row`: write them into the file's last row of the same
     algorithm, expert steps and seed (rows from before 200-episode evaluations)."""
     env = ENVS[name]
-    out = RESULTS / "mamql.json"
-    data = json.loads(out.read_text())
-    ref = {r["system"]: r["value"] for r in data["rows"] if r["env"] == name and r["system"] in ("expert", "random")}
+    rows = previous_rows("mamql")
+    ref = {r["system"]: r["value"] for r in rows if r["env"] == name and r["system"] in ("expert", "random")}
     res = {}
     for mode, sample, keys in (("greedy", False, ("value", "value_se", "normalized")),
                                ("sampled", True, ("sampled_return", "sampled_se", "sampled_normalized"))):
@@ -177,18 +176,16 @@ def evaluate_run(run_dir: str, name: str, update_row: bool, command: str) -> Non
         print(f"{mode}: return {value:.2f} +- {se:.2f} (s.e., 200 episodes), normalized {norm:.3f}")
     if update_row:
         agent = load_agent(run_dir)
-        match = [r for r in data["rows"] if r["env"] == name and r["system"] == agent.cfg.algorithm_name
+        match = [r for r in rows if r["env"] == name and r["system"] == agent.cfg.algorithm_name
                  and r.get("expert_steps") == agent.algo_cfg.demo_steps and r.get("seed") == agent.cfg.seed]
         if not match:
-            sys.exit(f"error: {out} has no {agent.cfg.algorithm_name} row for {name} with "
+            sys.exit(f"error: {RESULTS / 'mamql.json'} has no {agent.cfg.algorithm_name} row for {name} with "
                      f"{agent.algo_cfg.demo_steps} expert steps and seed {agent.cfg.seed}")
         match[-1].update(res, eval_episodes=200, rescored_by=command)
-        data["summary"] = summarize(data["rows"])
-        write_results("mamql", data["rows"], data["summary"])
-        print("updated its row in", out)
+        print("updated its row in", write_results("mamql", rows, summarize(rows)))
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--envs", nargs="+", default=list(ENVS))
     p.add_argument("--algos", nargs="+", default=list(ALGOS))
@@ -223,18 +220,19 @@ def main() -> None:
                    "file's row of that run (same algorithm, expert steps, seed)")
     p.add_argument("--summary-only", action="store_true",
                    help="recompute the results file's summary from its rows (default-setting rows) and print it")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = build_parser().parse_args()
     command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
     if args.evaluate:
         evaluate_run(args.evaluate, args.envs[0], args.update_row, command)
         return
-    if args.summary_only:
-        out = RESULTS / "mamql.json"
-        data = json.loads(out.read_text())
-        data["summary"] = summarize(data["rows"])
-        out.with_suffix(".json.tmp").write_text(json.dumps(data, indent=1))
-        out.with_suffix(".json.tmp").replace(out)  # atomic, like write_results
-        print(json.dumps(data["summary"], indent=1))
+    if args.summary_only:  # each row keeps its own command; the file's top-level command becomes this one
+        rows = previous_rows("mamql")
+        write_results("mamql", rows, summarize(rows))
+        print(json.dumps(summarize(rows), indent=1))
         return
     rows: list[dict] = [r for r in previous_rows("mamql") if r["system"] not in ("expert", "random")
                         or r["env"] not in args.envs] if args.keep_rows else []
@@ -308,14 +306,16 @@ def main() -> None:
 
 
 def default_setting(r: dict) -> bool:
-    """Rows run with the script's default training settings (the summary's; --keep-rows files also
-    hold variants, each row recording its command)."""
-    return (r.get("lr", 1e-3) == 1e-3 and r.get("gamma", 0.99) == 0.99
-            and r.get("augment") == ENVS[r["env"]].get("augment")
-            and r.get("acting_polyak", 0.0) == 0.01
-            and r.get("torso", "mlp") == ("entities" if ENVS[r["env"]].get("map_shape") else "mlp")
-            and r.get("samples_per_insert") == 32
-            and r.get("batch_size") == 256 and r.get("value_data") == "expert_and_online")
+    """Rows run with the script's default training settings, read from its argument parser (the
+    summary's; --keep-rows files also hold variants, each row recording its command). A key an older
+    row lacks counts as the value it ran with then."""
+    d, env = build_parser().parse_args([]), ENVS[r["env"]]
+    return (r.get("lr", 1e-3) == d.lr and r.get("gamma", 0.99) == d.gamma
+            and r.get("augment") == (env.get("augment") if d.augment else None)
+            and r.get("acting_polyak", 0.0) == d.acting_polyak
+            and r.get("torso", "mlp") == (d.torso if env.get("map_shape") else "mlp")
+            and r.get("samples_per_insert") == d.samples_per_insert
+            and r.get("batch_size") == d.batch_size and r.get("value_data") == d.value_data)
 
 
 def summarize(rows: list[dict]) -> dict:

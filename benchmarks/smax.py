@@ -180,7 +180,8 @@ def main(argv=None):
     if args.resume and len(args.scenarios) != 1:
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
-    mine = [r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == LEARNER] if args.resume else []
+    mine = ([r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == LEARNER]
+            if args.resume else [])
 
     def keep(r: dict) -> bool:
         """Rows of the file that this run does not replace."""
@@ -192,7 +193,8 @@ def main(argv=None):
 
     for scenario in args.scenarios:
         mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
-        rows = [r for r in previous_rows("smax") if keep(r)] + mine  # re-read: another run may have written meanwhile
+        # re-read: another run may have written meanwhile
+        rows = [r for r in previous_rows("smax") if keep(r)] + mine
         write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
     for scenario, w in _final_win_rates(rows).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
