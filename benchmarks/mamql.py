@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import copy
 import json
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -145,6 +146,24 @@ class RecoveredRewardEnv:
         return Wrapped(resolve_env(self.env["id"])(**{**self.env["kwargs"], **kwargs}))
 
 
+def reward_transfer(run_dir: str, name: str, root: str, steps: int) -> dict:
+    """Train a fresh R2D2 agent (shared parameters, feed-forward) for `steps` agent steps on the env whose
+    reward is the run's rhat, and score it on the true reward (200 greedy episodes)."""
+    env, agent = ENVS[name], load_agent(run_dir)
+    tname = f"{name}-rhat-{agent.cfg.algorithm_name}-{agent.algo_cfg.demo_steps}-s{agent.cfg.seed}"
+    rlfleet.register_env(tname, RecoveredRewardEnv(env, run_dir))
+    cfg = base_config(env, root, agent.cfg.seed, steps)
+    cfg["name"], cfg["env"] = tname, {"id": tname, "policy_mapping": "shared"}
+    cfg["algorithm"] = {"name": "r2d2", "burn_in": 0, "trace": 8, "period": 4, "n_step": 3, "gamma": 0.99,
+                        "batch_size": 32, "lr": 5e-4, "target_tau": 0.005, "use_lstm": False, "lstm_size": 128,
+                        "mlp_hidden": [128], "dueling_hidden": 128}
+    cfg["replay"]["alpha"] = 0.6
+    cfg["runners"]["epsilon_warmup_steps"] = steps // 5
+    s = rlfleet.train(cfg)
+    value, se = true_return(s["run_dir"], env)
+    return {"transfer_return": value, "transfer_se": se, "transfer_steps": steps, "transfer_wall_s": round(s["wall_s"], 1)}
+
+
 def true_return(run_dir: str, env: dict, episodes: int = 200, sample: bool = False) -> tuple[float, float]:
     """Mean per-agent return and its standard error over `episodes` episodes (per-episode means of the
     agents); greedy, or (`sample`) actions drawn from the policy's softmax. 48 episodes were too few:
@@ -160,28 +179,36 @@ def true_return(run_dir: str, env: dict, episodes: int = 200, sample: bool = Fal
     return float(returns.mean()), float(per_episode.std(ddof=1) / np.sqrt(len(per_episode)))
 
 
-def evaluate_run(run_dir: str, name: str, update_row: bool, command: str) -> None:
+def evaluate_run(run_dir: str, name: str, update_row: bool, command: str, transfer_steps: int = 0) -> None:
     """Greedy and sampled true return of a saved run (200 episodes), normalized by the results file's
-    expert and random rows for that env; `update_row`: write them into the file's last row of the same
-    algorithm, expert steps and seed (rows from before 200-episode evaluations)."""
+    expert and random rows for that env, or (`transfer_steps`) its reward transfer instead; `update_row`:
+    write them into the file's last row of the same algorithm, expert steps and seed (rows scored before
+    200-episode evaluations, or run without transfer)."""
     env = ENVS[name]
     rows = previous_rows("mamql")
-    ref = {r["system"]: r["value"] for r in rows if r["env"] == name and r["system"] in ("expert", "random")}
-    res = {}
-    for mode, sample, keys in (("greedy", False, ("value", "value_se", "normalized")),
-                               ("sampled", True, ("sampled_return", "sampled_se", "sampled_normalized"))):
-        value, se = true_return(run_dir, env, sample=sample)
-        norm = (value - ref["random"]) / (ref["expert"] - ref["random"])
-        res.update(zip(keys, (value, se, norm)))
-        print(f"{mode}: return {value:.2f} +- {se:.2f} (s.e., 200 episodes), normalized {norm:.3f}")
+    agent = load_agent(run_dir)
+    match = [r for r in rows if r["env"] == name and r["system"] == agent.cfg.algorithm_name
+             and r.get("expert_steps") == agent.algo_cfg.demo_steps and r.get("seed") == agent.cfg.seed]
+    if update_row and not match:
+        sys.exit(f"error: {RESULTS / 'mamql.json'} has no {agent.cfg.algorithm_name} row for {name} with "
+                 f"{agent.algo_cfg.demo_steps} expert steps and seed {agent.cfg.seed}")
+    if transfer_steps:
+        with tempfile.TemporaryDirectory(prefix="rlfleet-transfer-") as root:
+            res = reward_transfer(run_dir, name, root, transfer_steps)
+        print(f"reward transfer: true return {res['transfer_return']:.2f} +- {res['transfer_se']:.2f} (s.e., "
+              f"200 episodes) after {transfer_steps} agent steps on rhat")
+        res["transfer_by"] = command
+    else:
+        ref = {r["system"]: r["value"] for r in rows if r["env"] == name and r["system"] in ("expert", "random")}
+        res = {"eval_episodes": 200, "rescored_by": command}
+        for mode, sample, keys in (("greedy", False, ("value", "value_se", "normalized")),
+                                   ("sampled", True, ("sampled_return", "sampled_se", "sampled_normalized"))):
+            value, se = true_return(run_dir, env, sample=sample)
+            norm = (value - ref["random"]) / (ref["expert"] - ref["random"])
+            res.update(zip(keys, (value, se, norm)))
+            print(f"{mode}: return {value:.2f} +- {se:.2f} (s.e., 200 episodes), normalized {norm:.3f}")
     if update_row:
-        agent = load_agent(run_dir)
-        match = [r for r in rows if r["env"] == name and r["system"] == agent.cfg.algorithm_name
-                 and r.get("expert_steps") == agent.algo_cfg.demo_steps and r.get("seed") == agent.cfg.seed]
-        if not match:
-            sys.exit(f"error: {RESULTS / 'mamql.json'} has no {agent.cfg.algorithm_name} row for {name} with "
-                     f"{agent.algo_cfg.demo_steps} expert steps and seed {agent.cfg.seed}")
-        match[-1].update(res, eval_episodes=200, rescored_by=command)
+        match[-1].update(res)
         print("updated its row in", write_results("mamql", rows, summarize(rows)))
 
 
@@ -216,8 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "removed at the end); a kept run can be re-scored with --evaluate")
     p.add_argument("--evaluate", metavar="RUN_DIR", help="only evaluate a saved run of --envs' first env (200 "
                    "episodes, greedy and sampled) and print its return")
-    p.add_argument("--update-row", action="store_true", help="with --evaluate: write the result into the results "
-                   "file's row of that run (same algorithm, expert steps, seed)")
+    p.add_argument("--transfer", metavar="RUN_DIR", help="only run reward transfer from a saved run of --envs' first "
+                   "env (R2D2 for --transfer-steps on its rhat) and print the true return")
+    p.add_argument("--update-row", action="store_true", help="with --evaluate or --transfer: write the result into "
+                   "the results file's row of that run (same algorithm, expert steps, seed)")
+    p.add_argument("--learner-threads", type=int, default=min(2, os.cpu_count() or 1),
+                   help="torch threads of the learner (2 on 2 cores: Gems updates 1.4x (MAMQL) to 1.7x (IQL-MA) "
+                   "faster than 1)")
     p.add_argument("--summary-only", action="store_true",
                    help="recompute the results file's summary from its rows (default-setting rows) and print it")
     return p
@@ -226,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = build_parser().parse_args()
     command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
-    if args.evaluate:
-        evaluate_run(args.evaluate, args.envs[0], args.update_row, command)
+    if args.evaluate or args.transfer:
+        evaluate_run(args.evaluate or args.transfer, args.envs[0], args.update_row, command,
+                     args.transfer_steps if args.transfer else 0)
         return
     if args.summary_only:  # each row keeps its own command; the file's top-level command becomes this one
         rows = previous_rows("mamql")
@@ -252,6 +285,7 @@ def main() -> None:
                     for seed in range(args.first_seed, args.first_seed + args.seeds):
                         cfg = base_config(env, root, seed, args.env_steps, args.samples_per_insert)
                         cfg["name"] = f"{name}-{algo}-{size}-s{seed}"
+                        cfg["learner"] = {"torch_threads": args.learner_threads}
                         cfg["algorithm"] = {"name": algo, "demos": demo_file, "demo_steps": size,
                                             "batch_size": args.batch_size, "hidden": [128, 128], "lr": args.lr,
                                             "gamma": args.gamma,
@@ -266,7 +300,8 @@ def main() -> None:
                         row = {"system": algo, "env": name, "setting": f"{size} expert steps", "expert_steps": size,
                                "torso": cfg["algorithm"].get("torso", "mlp"),
                                "seed": seed, "env_steps": s["env_steps"], "updates": s["updates"],
-                               "wall_s": round(s["wall_s"], 1), "samples_per_insert": args.samples_per_insert,
+                               "wall_s": round(s["wall_s"], 1), "learner_threads": args.learner_threads,
+                               "samples_per_insert": args.samples_per_insert,
                                "batch_size": args.batch_size, "value_data": args.value_data, "lr": args.lr,
                                "gamma": args.gamma, "acting_polyak": args.acting_polyak,
                                "evals": [[e["env_steps"], round(e["return_mean"], 2)] for e in s["evals"]],
@@ -281,18 +316,7 @@ def main() -> None:
                         if algo != "bc":
                             row.update(reward_recovery(s["run_dir"], heldout))
                             if args.transfer_steps:
-                                tname = f"{name}-rhat-{algo}-{size}-s{seed}"
-                                rlfleet.register_env(tname, RecoveredRewardEnv(env, s["run_dir"]))
-                                tcfg = base_config(env, root, seed, args.transfer_steps)
-                                tcfg["name"], tcfg["env"] = tname, {"id": tname, "policy_mapping": "shared"}
-                                tcfg["algorithm"] = {"name": "r2d2", "burn_in": 0, "trace": 8, "period": 4, "n_step": 3,
-                                                     "gamma": 0.99, "batch_size": 32, "lr": 5e-4, "target_tau": 0.005,
-                                                     "use_lstm": False, "lstm_size": 128, "mlp_hidden": [128],
-                                                     "dueling_hidden": 128}
-                                tcfg["replay"]["alpha"] = 0.6
-                                tcfg["runners"]["epsilon_warmup_steps"] = args.transfer_steps // 5
-                                ts = rlfleet.train(tcfg)
-                                row["transfer_return"] = true_return(ts["run_dir"], env)[0]
+                                row.update(reward_transfer(s["run_dir"], name, root, args.transfer_steps))
                         rows.append(row)
                         print({k: v for k, v in row.items()}, flush=True)
                         write_results("mamql", rows, summarize(rows))
