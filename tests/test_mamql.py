@@ -325,10 +325,12 @@ def test_entity_torso_masks_padding_rejects_crowded_maps_and_fits_a_tiny_dataset
     assert accuracy > 0.95, accuracy  # 96 expert rows, memorized
 
 
+@pytest.mark.parametrize("torso", ["mlp", "entities"])
 @pytest.mark.parametrize("rows_per_call", [8192, 10])
-def test_marginal_over_the_others_actions_is_the_mean_over_every_combination(monkeypatch, rows_per_call):
+def test_marginal_over_the_others_actions_is_the_mean_over_every_combination(monkeypatch, rows_per_call, torso):
     """IQL-MA's V(s') averages Q over the others' joint actions; the stacked (and chunked) critic
-    calls must give the plain mean over all A^(K-1) combinations, agent by agent."""
+    calls (for the entity torso: one encoding, the head per combination) must give the plain mean
+    over all A^(K-1) combinations, agent by agent."""
     import itertools
 
     import torch.nn.functional as F
@@ -337,7 +339,8 @@ def test_marginal_over_the_others_actions_is_the_mean_over_every_combination(mon
 
     monkeypatch.setattr(networks, "MARGINAL_ROWS", rows_per_call)
     torch.manual_seed(0)
-    critic = networks.Critic(6, 4, [16], groups=(0, 1, 1), num_agents=3, sees_others=True)
+    critic = networks.Critic(6, 4, [16], groups=(0, 1, 1), num_agents=3, sees_others=True, torso=torso,
+                             map_shape=(1, 1, 3), entity={"dim": 8, "layers": 1, "heads": 2})
     obs = torch.randn(7, 6)
     obs[:, 3:] = F.one_hot(torch.arange(7) % 3, 3).float()  # the agent index closes the observation
     per_combination = []

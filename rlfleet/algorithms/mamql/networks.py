@@ -64,23 +64,32 @@ class EntityQ(nn.Module):
     remaining inputs, a transformer encoder over them, an MLP on that last token. Why: on sparse maps
     (a few agents and items on a grid) the decision hinges on relations between far-apart objects
     (which gem is nearest to *both* agents), one attention step here but a deep stack for 3x3 convs;
-    the cost grows with the number of objects, not with the map's area."""
+    the cost grows with the number of objects, not with the map's area. The last `late` inputs (IQL-MA's
+    other agents' actions) skip the encoder and join its output token at the head, so averaging over
+    them (`Critic.marginal`) encodes each observation once."""
 
     def __init__(self, map_shape, inp: int, hidden: list[int], out: int, dim: int = 64, layers: int = 3,
-                 heads: int = 4, max_entities: int = 16):
+                 heads: int = 4, max_entities: int = 16, late: int = 0):
         super().__init__()
+        self.late = late
         self.map_shape, self.map_dim = _map_dims(map_shape, inp)
         self.max_entities = min(max_entities, self.map_dim)
         c, h, w = self.map_shape
         self.register_buffer("centre", torch.tensor([(h - 1) / 2, (w - 1) / 2]), persistent=False)
         self.cell = nn.Linear(c + 2, dim)
-        self.rest = nn.Linear(max(inp - self.map_dim, 1), dim)
+        self.rest = nn.Linear(max(inp - self.map_dim - late, 1), dim)
         layer = nn.TransformerEncoderLayer(dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True,
                                            norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.head = mlp(dim, hidden, out)
+        self.head = mlp(dim + late, hidden, out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.late:
+            return self.head(torch.cat([self.encode(x[:, :-self.late]), x[:, -self.late:]], -1))
+        return self.head(self.encode(x))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C*H*W + E] without the late inputs -> the encoder's output token [B, dim]."""
         c, h, w = self.map_shape
         m = x[:, :self.map_dim]
         # as many token slots as this batch's most crowded map needs (padding is masked, so fewer slots
@@ -99,7 +108,7 @@ class EntityQ(nn.Module):
         rest = x[:, self.map_dim:] if x.shape[1] > self.map_dim else x.new_zeros(len(x), 1)
         seq = torch.cat([self.rest(rest).unsqueeze(1), tokens], 1)
         pad = torch.cat([vals.new_zeros(len(x), 1, dtype=torch.bool), vals.eq(0)], 1)
-        return self.head(self.encoder(seq, src_key_padding_mask=pad)[:, 0])
+        return self.encoder(seq, src_key_padding_mask=pad)[:, 0]
 
 
 class Critic(nn.Module):
@@ -114,7 +123,8 @@ class Critic(nn.Module):
                              persistent=False)
         inp = obs_dim + self.others * num_actions
         if torso == "entities":
-            make = lambda: EntityQ(map_shape, inp, hidden, num_actions, **(entity or {}))  # noqa: E731
+            late = self.others * num_actions
+            make = lambda: EntityQ(map_shape, inp, hidden, num_actions, **(entity or {}), late=late)  # noqa: E731
         elif torso == "conv":
             make = lambda: ConvQ(map_shape, inp, hidden, num_actions, list(conv_channels), conv_strides)  # noqa: E731
         else:
@@ -143,9 +153,13 @@ class Critic(nn.Module):
 
     def marginal(self, obs: torch.Tensor) -> torch.Tensor:
         """Mean of Q over every joint action of the others: critic calls over the combinations stacked
-        (up to MARGINAL_ROWS rows per call), not one call per combination."""
+        (up to MARGINAL_ROWS rows per call), not one call per combination; with the entity torso, one
+        encoder pass and the head over the combinations."""
         combos = torch.tensor(list(itertools.product(range(self.num_actions), repeat=self.others)),
                               device=obs.device)  # [C, K-1]
+        if isinstance(self.nets[0], EntityQ):
+            onehots = F.one_hot(combos, self.num_actions).float().reshape(len(combos), -1)  # [C, late]
+            return self._route(obs, obs, lambda net, rows: _mean_head(net, net.encode(rows), onehots))
         n, total = len(obs), None
         step = max(1, MARGINAL_ROWS // max(n, 1))
         for part in combos.split(step):
@@ -157,18 +171,31 @@ class Critic(nn.Module):
             total = q if total is None else total + q
         return total / len(combos)
 
-    def _route(self, x: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+    def _route(self, x: torch.Tensor, obs: torch.Tensor, apply=None) -> torch.Tensor:
+        """Each row through its agent group's network: net(x), or apply(net, x)."""
+        apply = apply or (lambda net, rows: net(rows))
         if self.num_groups == 1:
-            return self.nets[0](x)
+            return apply(self.nets[0], x)
         group = self.groups[self.agent_of(obs)]
         q = None
         for g, net in enumerate(self.nets):
             rows = (group == g).nonzero().squeeze(-1)
             if rows.numel():
-                q_g = net(x[rows])
+                q_g = apply(net, x[rows])
                 q = q if q is not None else q_g.new_empty((x.shape[0], q_g.shape[1]))
                 q[rows] = q_g
         return q
+
+
+def _mean_head(net: EntityQ, z: torch.Tensor, onehots: torch.Tensor) -> torch.Tensor:
+    """Mean over the rows of `onehots` [C, late] of net.head([z, onehot]) for encoded rows z [n, dim]."""
+    n, total = len(z), None
+    for part in onehots.split(max(1, MARGINAL_ROWS // max(n, 1))):
+        c = len(part)
+        x = torch.cat([z.unsqueeze(0).expand(c, n, -1), part.unsqueeze(1).expand(c, n, -1)], -1)
+        q = net.head(x).sum(0)
+        total = q if total is None else total + q
+    return total / len(onehots)
 
 
 def make_critic(cfg, env_spec) -> Critic:
