@@ -126,10 +126,10 @@ class SmaxBatch:
                  global_state: bool = False, max_steps: int = 100, enemy_shoots: bool = True,
                  attack_mode: str = "closest", won_battle_bonus: float = 1.0, dead_agents: str = "sit_out",
                  reward_scale: float = 1.0):
-        """`dead_agents`: "sit_out" (a dead unit's episode ends when it dies) or "wait" (as in
-        JaxMARL's baselines: it stays in the battle until the end with only the stop action legal
-        and keeps receiving the team reward, so a unit's value includes the win its death helped:
-        "noble sacrifice"). `reward_scale` multiplies rewards (JaxMARL's IQL/QMIX use 10, SMAC's
+        """`dead_agents`: "sit_out" (a dead unit's episode ends when it dies: no bootstrap past death,
+        the TD target of JaxMARL's IQL, which marks a unit done when it dies) or "wait" (it stays in
+        the battle until the end with only the stop action legal and keeps receiving the team reward,
+        so a unit's value includes the win its death helped: "noble sacrifice"). `reward_scale` multiplies rewards (JaxMARL's IQL/QMIX use 10, SMAC's
         scale: SMAX rewards sum to about 1 + the win bonus per battle)."""
         if dead_agents not in ("sit_out", "wait"):
             raise UserError(f"env.kwargs.dead_agents must be 'sit_out' or 'wait', got {dead_agents!r}")
