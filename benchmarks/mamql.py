@@ -146,14 +146,22 @@ class RecoveredRewardEnv:
         return Wrapped(resolve_env(self.env["id"])(**{**self.env["kwargs"], **kwargs}))
 
 
-def reward_transfer(run_dir: str, name: str, root: str, steps: int) -> dict:
+def reward_transfer(run_dir: str | None, name: str, root: str, steps: int, seed: int = 0) -> dict:
     """Train a fresh R2D2 agent (shared parameters, feed-forward) for `steps` agent steps on the env whose
-    reward is the run's rhat, and score it on the true reward (200 greedy episodes)."""
-    env, agent = ENVS[name], load_agent(run_dir)
-    tname = f"{name}-rhat-{agent.cfg.algorithm_name}-{agent.algo_cfg.demo_steps}-s{agent.cfg.seed}"
-    rlfleet.register_env(tname, RecoveredRewardEnv(env, run_dir))
-    cfg = base_config(env, root, agent.cfg.seed, steps)
-    cfg["name"], cfg["env"] = tname, {"id": tname, "policy_mapping": "shared"}
+    reward is the run's rhat (or, without a run, the true reward: the reference for transfer), and
+    score it on the true reward (200 greedy episodes)."""
+    env = ENVS[name]
+    if run_dir:
+        agent = load_agent(run_dir)
+        seed = agent.cfg.seed
+        tname = f"{name}-rhat-{agent.cfg.algorithm_name}-{agent.algo_cfg.demo_steps}-s{seed}"
+        rlfleet.register_env(tname, RecoveredRewardEnv(env, run_dir))
+        env_cfg = {"id": tname, "policy_mapping": "shared"}
+    else:
+        tname = f"{name}-true-reward-s{seed}"
+        env_cfg = {"id": env["id"], "kwargs": env["kwargs"], "policy_mapping": "shared"}
+    cfg = base_config(env, root, seed, steps)
+    cfg["name"], cfg["env"] = tname, env_cfg
     cfg["algorithm"] = {"name": "r2d2", "burn_in": 0, "trace": 8, "period": 4, "n_step": 3, "gamma": 0.99,
                         "batch_size": 32, "lr": 5e-4, "target_tau": 0.005, "use_lstm": False, "lstm_size": 128,
                         "mlp_hidden": [128], "dueling_hidden": 128}
@@ -245,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "episodes, greedy and sampled) and print its return")
     p.add_argument("--transfer", metavar="RUN_DIR", help="only run reward transfer from a saved run of --envs' first "
                    "env (R2D2 for --transfer-steps on its rhat) and print the true return")
+    p.add_argument("--transfer-reference", action="store_true", help="only train the transfer agent (R2D2, "
+                   "--transfer-steps) on --envs' true reward for --seeds seeds: the reference for transfer returns; "
+                   "adds its rows to the results file")
     p.add_argument("--update-row", action="store_true", help="with --evaluate or --transfer: write the result into "
                    "the results file's row of that run (same algorithm, expert steps, seed)")
     p.add_argument("--learner-threads", type=int, default=min(2, os.cpu_count() or 1),
@@ -261,6 +272,18 @@ def main() -> None:
     if args.evaluate or args.transfer:
         evaluate_run(args.evaluate or args.transfer, args.envs[0], args.update_row, command,
                      args.transfer_steps if args.transfer else 0)
+        return
+    if args.transfer_reference:
+        rows = previous_rows("mamql")
+        for name in args.envs:
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
+                with tempfile.TemporaryDirectory(prefix="rlfleet-transfer-") as root:
+                    res = reward_transfer(None, name, root, args.transfer_steps, seed)
+                rows.append({"system": "r2d2-true-reward", "env": name, "setting": "transfer reference", "seed": seed,
+                             "metric": "return", "value": res["transfer_return"], "command": command, **res})
+                print(f"{name} seed {seed}: R2D2 on the true reward, {args.transfer_steps} agent steps: "
+                      f"{res['transfer_return']:.2f} +- {res['transfer_se']:.2f}", flush=True)
+                write_results("mamql", rows, summarize(rows))
         return
     if args.summary_only:  # each row keeps its own command; the file's top-level command becomes this one
         rows = previous_rows("mamql")
