@@ -14,6 +14,8 @@ there), and prints the success table. Default budget: 5 levels x 2 sizes x 3 see
     python benchmarks/retrieval_babyai.py --levels GoToRedBall,GoToObjS6 --sizes 50 --seeds 1 --updates 50
     nice -n 5 python benchmarks/retrieval_babyai.py --latency-only  # only the acting-latency part (~1 min)
     python benchmarks/retrieval_babyai.py --table-only              # the results file's table so far
+    python benchmarks/retrieval_babyai.py --updates 1000 --beta 0.03 --variants single,multi --resume
+                                    # another bottleneck weight: rows keyed by it, summary under by_beta
 
 `--latency-only` replaces the latency rows and the summary's latency entries of the results file
 and keeps its success rows (and their command) as they are.
@@ -36,12 +38,19 @@ from rlfleet.algorithms.retrieval.config import RDQNOfflineConfig  # noqa: E402
 from rlfleet.algorithms.retrieval import offline  # noqa: E402
 
 LEVELS = "GoToRedBallGrey,GoToRedBall,GoToObjS6,GoToLocalS6N2,PickupLoc"
+DEFAULT_BETA = RDQNOfflineConfig().retrieval.beta  # rows without a "beta" ran with it
+
+
+def beta_of(row: dict) -> float:
+    return row.get("beta", DEFAULT_BETA)
 
 
 def summarize(rows: list[dict], latency: dict | None) -> dict:
-    def mean(variant, size=None):
+    """Success means of the rows at the default bottleneck weight (the paper's setting), and the
+    multi-level variant's mean and ratio to recurrent DQN at each other weight run (`by_beta`)."""
+    def mean(variant, size=None, beta=DEFAULT_BETA):
         vals = [r["value"] for r in rows if r["system"] == variant and r["metric"] == "success"
-                and (size is None or r["episodes_per_level"] == size)]
+                and (size is None or r["episodes_per_level"] == size) and beta_of(r) == beta]
         return float(np.mean(vals)) if vals else None
 
     sizes = sorted({r["episodes_per_level"] for r in rows if r["metric"] == "success"})
@@ -51,6 +60,11 @@ def summarize(rows: list[dict], latency: dict | None) -> dict:
            "acting_latency_ratio": latency["ratio_act"] if latency else None,
            "success_by_size": {str(s): {v: mean(v, s) for v in offline.VARIANTS} for s in sizes},
            "single_level_success": mean("single"), "multilevel_no_bottleneck_success": mean("multi_no_ib")}
+    other = sorted({beta_of(r) for r in rows if r["metric"] == "success"} - {DEFAULT_BETA})
+    if other:  # dqn has no bottleneck: the ratios use its default-weight rows
+        out["by_beta"] = {str(b): {"multi_success": mean("multi", beta=b), "ratio_multilevel_vs_dqn":
+                                   (mean("multi", beta=b) / dqn) if dqn and mean("multi", beta=b) is not None
+                                   else None} for b in other}
     if latency:
         out["acting_latency"] = latency
     return out
@@ -72,8 +86,11 @@ def write_latency(path: Path, rows: list[dict], latency: dict, argv) -> None:
     tmp.replace(path)
 
 
-def print_table(rows: list[dict], levels: list[str], sizes: list[int], variants: list[str], summary: dict) -> None:
-    """Success % per level and dataset size (mean over the seeds run so far, their count in brackets)."""
+def print_table(rows: list[dict], levels: list[str], sizes: list[int], variants: list[str], summary: dict,
+                beta: float = DEFAULT_BETA) -> None:
+    """Success % per level and dataset size (mean over the seeds run so far, their count in brackets)
+    at bottleneck weight `beta`."""
+    rows = [r for r in rows if beta_of(r) == beta]
     grid = []
     for size in sizes:
         for level in levels + ["mean"]:
@@ -84,7 +101,9 @@ def print_table(rows: list[dict], levels: list[str], sizes: list[int], variants:
                 line.append(f"{100 * float(np.mean(vals)):.0f} ({len(vals)})" if vals else "-")
             grid.append(line)
     print(table(grid, ["level/size"] + [f"{v} % (runs)" for v in variants]))
-    print(f"multi-level retrieval / recurrent DQN success: {summary['ratio_multilevel_vs_dqn']}")
+    ratio = (summary["ratio_multilevel_vs_dqn"] if beta == DEFAULT_BETA
+             else summary.get("by_beta", {}).get(str(beta), {}).get("ratio_multilevel_vs_dqn"))
+    print(f"multi-level retrieval (beta {beta}) / recurrent DQN success: {ratio}")
 
 
 def main(argv=None) -> int:
@@ -101,6 +120,8 @@ def main(argv=None) -> int:
     p.add_argument("--eval-episodes", type=int, default=30)
     p.add_argument("--epsilon", type=float, default=0.25, help="bot noise: random action probability")
     p.add_argument("--variants", default=",".join(offline.VARIANTS))
+    p.add_argument("--beta", type=float, default=DEFAULT_BETA, help="information-bottleneck KL weight; rows "
+                   "record it, the summary's main keys count the default's rows, others go to by_beta")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "rlfleet" / "babyai"), help="recorded demonstrations")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--resume", action="store_true", help="keep rows of an earlier run of the same settings")
@@ -112,7 +133,7 @@ def main(argv=None) -> int:
     if args.table_only:
         out = json.loads(path.read_text())
         print_table(out["rows"], args.levels.split(","), [int(s) for s in args.sizes.split(",")],
-                    args.variants.split(","), out["summary"])
+                    args.variants.split(","), out["summary"], args.beta)
         return 0
     torch.set_num_threads(args.threads)
     levels, sizes = args.levels.split(","), [int(s) for s in args.sizes.split(",")]
@@ -121,10 +142,11 @@ def main(argv=None) -> int:
     base.retrieval.retrieval_batch = args.retrieval_batch
     base.retrieval.num_slots = args.slots
     base.retrieval.top_k_trajectories = base.retrieval.top_k_steps = args.top_k
+    base.retrieval.beta = args.beta
     rows = []
     if (args.resume or args.latency_only) and path.exists():
         rows = json.loads(path.read_text())["rows"]
-    done = {(r["system"], r["setting"], r["seed"]) for r in rows}
+    done = {(r["system"], r["setting"], r["seed"], beta_of(r)) for r in rows}
     t_start = time.perf_counter()
     latency = None
     data = {}
@@ -163,18 +185,18 @@ def main(argv=None) -> int:
             for li, level in enumerate(levels):
                 for variant in variants:
                     setting = f"{level}/n{size}"
-                    if (variant, setting, seed) in done:
+                    if (variant, setting, seed, args.beta) in done:
                         continue
                     r = offline.run_variant(variant, base, datasets, li, seed, args.eval_episodes)
                     rows.append({"system": variant, "setting": setting, "seed": seed, "level": level,
                                  "episodes_per_level": size, "updates": args.updates, "wall_s": r["train_s"],
-                                 "metric": "success", "value": r["success"]})
+                                 "beta": args.beta, "metric": "success", "value": r["success"]})
                     print(f"[{time.perf_counter() - t_start:.0f}s] {setting} seed {seed} {variant}: "
                           f"success {r['success']:.2f} ({r['train_s']:.0f} s training)", flush=True)
                     write_results("retrieval_babyai", rows, summarize(rows, latency), argv)
     summary = summarize(rows, latency)
     write_results("retrieval_babyai", rows, summary, argv)
-    print_table(rows, levels, sizes, variants, summary)
+    print_table(rows, levels, sizes, variants, summary, args.beta)
     print(f"wrote {path}")
     return 0
 
