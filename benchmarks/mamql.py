@@ -146,7 +146,8 @@ class RecoveredRewardEnv:
         return Wrapped(resolve_env(self.env["id"])(**{**self.env["kwargs"], **kwargs}))
 
 
-def reward_transfer(run_dir: str | None, name: str, root: str, steps: int, seed: int = 0) -> dict:
+def reward_transfer(run_dir: str | None, name: str, root: str, steps: int, seed: int = 0,
+                    samples_per_insert: float = 4) -> dict:
     """Train a fresh R2D2 agent (shared parameters, feed-forward) for `steps` agent steps on the env whose
     reward is the run's rhat (or, without a run, the true reward: the reference for transfer), and
     score it on the true reward (200 greedy episodes)."""
@@ -160,7 +161,7 @@ def reward_transfer(run_dir: str | None, name: str, root: str, steps: int, seed:
     else:
         tname = f"{name}-true-reward-s{seed}"
         env_cfg = {"id": env["id"], "kwargs": env["kwargs"], "policy_mapping": "shared"}
-    cfg = base_config(env, root, seed, steps)
+    cfg = base_config(env, root, seed, steps, samples_per_insert)
     cfg["name"], cfg["env"] = tname, env_cfg
     cfg["algorithm"] = {"name": "r2d2", "burn_in": 0, "trace": 8, "period": 4, "n_step": 3, "gamma": 0.99,
                         "batch_size": 32, "lr": 5e-4, "target_tau": 0.005, "use_lstm": False, "lstm_size": 128,
@@ -169,7 +170,8 @@ def reward_transfer(run_dir: str | None, name: str, root: str, steps: int, seed:
     cfg["runners"]["epsilon_warmup_steps"] = steps // 5
     s = rlfleet.train(cfg)
     value, se = true_return(s["run_dir"], env)
-    return {"transfer_return": value, "transfer_se": se, "transfer_steps": steps, "transfer_wall_s": round(s["wall_s"], 1)}
+    return {"transfer_return": value, "transfer_se": se, "transfer_steps": steps,
+            "transfer_samples_per_insert": samples_per_insert, "transfer_wall_s": round(s["wall_s"], 1)}
 
 
 def true_return(run_dir: str, env: dict, episodes: int = 200, sample: bool = False) -> tuple[float, float]:
@@ -187,7 +189,8 @@ def true_return(run_dir: str, env: dict, episodes: int = 200, sample: bool = Fal
     return float(returns.mean()), float(per_episode.std(ddof=1) / np.sqrt(len(per_episode)))
 
 
-def evaluate_run(run_dir: str, name: str, update_row: bool, command: str, transfer_steps: int = 0) -> None:
+def evaluate_run(run_dir: str, name: str, update_row: bool, command: str, transfer_steps: int = 0,
+                 transfer_spi: float = 4) -> None:
     """Greedy and sampled true return of a saved run (200 episodes), normalized by the results file's
     expert and random rows for that env, or (`transfer_steps`) its reward transfer instead; `update_row`:
     write them into the file's last row of the same algorithm, expert steps and seed (rows scored before
@@ -202,7 +205,7 @@ def evaluate_run(run_dir: str, name: str, update_row: bool, command: str, transf
                  f"{agent.algo_cfg.demo_steps} expert steps and seed {agent.cfg.seed}")
     if transfer_steps:
         with tempfile.TemporaryDirectory(prefix="rlfleet-transfer-") as root:
-            res = reward_transfer(run_dir, name, root, transfer_steps)
+            res = reward_transfer(run_dir, name, root, transfer_steps, samples_per_insert=transfer_spi)
         print(f"reward transfer: true return {res['transfer_return']:.2f} +- {res['transfer_se']:.2f} (s.e., "
               f"200 episodes) after {transfer_steps} agent steps on rhat")
         res["transfer_by"] = command
@@ -242,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "them (each row records its own command)")
     p.add_argument("--value-data", choices=["expert_and_online", "online"], default="expert_and_online")
     p.add_argument("--transfer-steps", type=int, default=60_000, help="agent steps for reward-transfer R2D2 runs")
+    p.add_argument("--transfer-samples-per-insert", type=float, default=4,
+                   help="replay rate limit of the transfer runs (updates x batch per inserted agent step)")
     p.add_argument("--torso", choices=["mlp", "conv", "entities"], default="entities",
                    help="critic torso; conv and entities apply to envs with a map_shape (gems), the others keep "
                    "the MLP")
@@ -259,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--update-row", action="store_true", help="with --evaluate or --transfer: write the result into "
                    "the results file's row of that run (same algorithm, expert steps, seed)")
     p.add_argument("--learner-threads", type=int, default=min(2, os.cpu_count() or 1),
-                   help="torch threads of the learner (2 on 2 cores: Gems updates 1.4x (MAMQL) to 1.7x (IQL-MA) "
-                   "faster than 1)")
+                   help="torch threads of the learner (on 2 cores, 2 make a Gems MAMQL update 1.4x faster alone; "
+                   "online, sharing the cores with the runner and replay, a run makes ~3.3 updates/s either way)")
     p.add_argument("--summary-only", action="store_true",
                    help="recompute the results file's summary from its rows (default-setting rows) and print it")
     return p
@@ -271,14 +276,14 @@ def main() -> None:
     command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
     if args.evaluate or args.transfer:
         evaluate_run(args.evaluate or args.transfer, args.envs[0], args.update_row, command,
-                     args.transfer_steps if args.transfer else 0)
+                     args.transfer_steps if args.transfer else 0, args.transfer_samples_per_insert)
         return
     if args.transfer_reference:
         rows = previous_rows("mamql")
         for name in args.envs:
             for seed in range(args.first_seed, args.first_seed + args.seeds):
                 with tempfile.TemporaryDirectory(prefix="rlfleet-transfer-") as root:
-                    res = reward_transfer(None, name, root, args.transfer_steps, seed)
+                    res = reward_transfer(None, name, root, args.transfer_steps, seed, args.transfer_samples_per_insert)
                 rows.append({"system": "r2d2-true-reward", "env": name, "setting": "transfer reference", "seed": seed,
                              "metric": "return", "value": res["transfer_return"], "command": command, **res})
                 print(f"{name} seed {seed}: R2D2 on the true reward, {args.transfer_steps} agent steps: "
@@ -339,7 +344,8 @@ def main() -> None:
                         if algo != "bc":
                             row.update(reward_recovery(s["run_dir"], heldout))
                             if args.transfer_steps:
-                                row.update(reward_transfer(s["run_dir"], name, root, args.transfer_steps))
+                                row.update(reward_transfer(s["run_dir"], name, root, args.transfer_steps,
+                                                           samples_per_insert=args.transfer_samples_per_insert))
                         rows.append(row)
                         print({k: v for k, v in row.items()}, flush=True)
                         write_results("mamql", rows, summarize(rows))
