@@ -152,24 +152,25 @@ class Critic(nn.Module):
         return self._route(obs, obs)
 
     def marginal(self, obs: torch.Tensor) -> torch.Tensor:
-        """Mean of Q over every joint action of the others: critic calls over the combinations stacked
-        (up to MARGINAL_ROWS rows per call), not one call per combination; with the entity torso, one
-        encoder pass and the head over the combinations."""
+        """Mean of Q over every joint action of the others: each group's rows through its network
+        once per chunk of stacked combinations (up to MARGINAL_ROWS rows per call), not one call per
+        combination; the entity torso encodes each observation once and runs only its head per
+        combination (the others' actions join after its encoder)."""
         combos = torch.tensor(list(itertools.product(range(self.num_actions), repeat=self.others)),
                               device=obs.device)  # [C, K-1]
-        if isinstance(self.nets[0], EntityQ):
-            onehots = F.one_hot(combos, self.num_actions).float().reshape(len(combos), -1)  # [C, late]
-            return self._route(obs, obs, lambda net, rows: _mean_head(net, net.encode(rows), onehots))
-        n, total = len(obs), None
-        step = max(1, MARGINAL_ROWS // max(n, 1))
-        for part in combos.split(step):
-            c = len(part)
-            onehot = F.one_hot(part, self.num_actions).float().reshape(c, 1, -1).expand(c, n, -1)
-            rows = obs.unsqueeze(0).expand(c, n, -1)
-            q = self._route(torch.cat([rows, onehot], dim=-1).reshape(c * n, -1), rows.reshape(c * n, -1))
-            q = q.reshape(c, n, -1).sum(0)
-            total = q if total is None else total + q
-        return total / len(combos)
+        onehots = F.one_hot(combos, self.num_actions).float().reshape(len(combos), -1)  # [C, (K-1) A]
+
+        def mean_over_others(net: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+            z, head = (net.encode(rows), net.head) if isinstance(net, EntityQ) else (rows, net)
+            n, total = len(z), None
+            for part in onehots.split(max(1, MARGINAL_ROWS // max(n, 1))):
+                c = len(part)
+                x = torch.cat([z.unsqueeze(0).expand(c, n, -1), part.unsqueeze(1).expand(c, n, -1)], -1)
+                q = head(x.reshape(c * n, -1)).reshape(c, n, -1).sum(0)
+                total = q if total is None else total + q
+            return total / len(onehots)
+
+        return self._route(obs, obs, mean_over_others)
 
     def _route(self, x: torch.Tensor, obs: torch.Tensor, apply=None) -> torch.Tensor:
         """Each row through its agent group's network: net(x), or apply(net, x)."""
@@ -185,17 +186,6 @@ class Critic(nn.Module):
                 q = q if q is not None else q_g.new_empty((x.shape[0], q_g.shape[1]))
                 q[rows] = q_g
         return q
-
-
-def _mean_head(net: EntityQ, z: torch.Tensor, onehots: torch.Tensor) -> torch.Tensor:
-    """Mean over the rows of `onehots` [C, late] of net.head([z, onehot]) for encoded rows z [n, dim]."""
-    n, total = len(z), None
-    for part in onehots.split(max(1, MARGINAL_ROWS // max(n, 1))):
-        c = len(part)
-        x = torch.cat([z.unsqueeze(0).expand(c, n, -1), part.unsqueeze(1).expand(c, n, -1)], -1)
-        q = net.head(x).sum(0)
-        total = q if total is None else total + q
-    return total / len(onehots)
 
 
 def make_critic(cfg, env_spec) -> Critic:
