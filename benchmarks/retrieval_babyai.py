@@ -61,10 +61,10 @@ def summarize(rows: list[dict], latency: dict | None) -> dict:
            "success_by_size": {str(s): {v: mean(v, s) for v in offline.VARIANTS} for s in sizes},
            "single_level_success": mean("single"), "multilevel_no_bottleneck_success": mean("multi_no_ib")}
     other = sorted({beta_of(r) for r in rows if r["metric"] == "success"} - {DEFAULT_BETA})
-    if other:  # dqn has no bottleneck: the ratios use its default-weight rows
-        out["by_beta"] = {str(b): {"multi_success": mean("multi", beta=b), "ratio_multilevel_vs_dqn":
-                                   (mean("multi", beta=b) / dqn) if dqn and mean("multi", beta=b) is not None
-                                   else None} for b in other}
+    for b in other:  # dqn has no bottleneck: the ratios use its default-weight rows
+        m = mean("multi", beta=b)
+        out.setdefault("by_beta", {})[str(b)] = {"multi_success": m, "ratio_multilevel_vs_dqn":
+                                                 m / dqn if dqn and m is not None else None}
     if latency:
         out["acting_latency"] = latency
     return out
