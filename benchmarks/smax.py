@@ -8,6 +8,7 @@ wins (all enemies dead, one of ours alive). Writes benchmarks/results/smax.json
     python benchmarks/smax.py --scenarios 3m 2s3z --time-s 1800
     python benchmarks/smax.py --scenarios 3m --resume RUN_DIR --env-steps 5000000 --time-s 3600   # train on
     python benchmarks/smax.py --scenarios 3m 2s3z --references-only   # scripted policies' win rates
+    python benchmarks/smax.py --scenarios 3m --set env.kwargs.dead_agents=sit_out   # a variant's rows
 
 `--references` adds two scripted policies for our side, as a scale for what a policy without
 learned micro wins: focus fire (every unit shoots the weakest enemy in range, else walks to the
@@ -122,10 +123,13 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
     import rlfleet
     import rlfleet.envs.smax  # noqa: F401  (registers smax:)
     from rlfleet.platform import checkpoint as ckpt
+    from rlfleet.platform.config import parse_overrides, set_path
     from rlfleet.platform.agent import load_agent
 
     cfg_path = Path(__file__).resolve().parents[1] / "configs" / f"smax_{scenario}_r2d2.yaml"
     cfg = yaml.safe_load(cfg_path.read_text())
+    for key, value in parse_overrides(args.set):  # a variant: its rows carry the overrides
+        set_path(cfg, key, value)
     cfg["seed"] = args.seed
     cfg["stop"] = {"env_steps": args.env_steps} if args.env_steps else dict(cfg["stop"])
     if args.time_s:
@@ -151,7 +155,7 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
             continue
         agent = load_agent(path)
         res = win_rate(agent.policy, scenario, cfg["env"].get("kwargs", {}), args.episodes, seed=10_000 + args.seed)
-        row = {"system": LEARNER, "setting": scenario, "seed": args.seed,
+        row = {"system": system_name(args.set), "setting": scenario, "seed": args.seed,
                "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
                "metric": "win_rate", "value": res["win_rate"], "episodes": res["episodes"],
                "team_return": round(res["team_return"], 3)}
@@ -174,21 +178,27 @@ def main(argv=None):
     p.add_argument("--eval-only", action="store_true", help="with --resume: only evaluate the run's new checkpoints")
     p.add_argument("--references", action="store_true", help="also measure the scripted policies (1000 battles)")
     p.add_argument("--references-only", action="store_true", help="only measure the scripted policies")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the scenario's config (as `rlfleet train --set`); the rows are a variant, "
+                        "named by the overrides, kept beside the default rows and left out of the summary")
     args = p.parse_args(argv)
     if args.eval_only and not args.resume:
         p.error("--eval-only needs --resume RUN_DIR")
     if args.resume and len(args.scenarios) != 1:
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
-    mine = ([r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == LEARNER]
+    system = system_name(args.set)
+    mine = ([r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == system]
             if args.resume else [])
 
     def keep(r: dict) -> bool:
         """Rows of the file that this run does not replace."""
         if r["setting"] not in args.scenarios:
             return True
-        if r["system"] == LEARNER:
+        if r["system"] == system:
             return args.references_only  # training replaces (or, resumed, carries in `mine`) its rows
+        if r["system"].startswith(LEARNER):  # other variants of the learner
+            return True
         return not (args.references or args.references_only)  # scripted rows stay unless measured again
 
     for scenario in args.scenarios:
@@ -196,15 +206,20 @@ def main(argv=None):
         # re-read: another run may have written meanwhile
         rows = [r for r in previous_rows("smax") if keep(r)] + mine
         write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
-    for scenario, w in _final_win_rates(rows).items():
-        print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)})")
+    for scenario, w in _final_win_rates(rows, system).items():
+        print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)}){' of ' + system if args.set else ''}")
 
 
-def _final_win_rates(rows: list[dict]) -> dict:
+def system_name(overrides: list[str]) -> str:
+    """The learner's rows are named by their config overrides: `rlfleet-r2d2-shared[a=1,b=2]`."""
+    return f"{LEARNER}[{','.join(overrides)}]" if overrides else LEARNER
+
+
+def _final_win_rates(rows: list[dict], system: str = LEARNER) -> dict:
     """scenario -> win rate of its last checkpoint (most env steps)."""
     last = {}
     for r in sorted(rows, key=lambda r: r["env_steps"]):
-        if r["system"] == LEARNER:
+        if r["system"] == system:
             last[r["setting"]] = r["value"]
     return last
 
