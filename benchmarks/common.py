@@ -95,3 +95,16 @@ def synthetic_batch(cfg, spec, device, first_fraction: float = 0.0) -> dict:
         batch[B.state_key(0)] = torch.zeros(b, cfg.lstm_size)
         batch[B.state_key(1)] = torch.zeros(b, cfg.lstm_size)
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def run_main(main) -> None:
+    """Run a benchmark's main() and exit with its code; a user error (a bad `--set` key, an unknown env,
+    a run directory that is not one) is one line on stderr and exit 2, as with the `rlfleet` CLI."""
+    from rlfleet.platform.errors import UserError
+
+    try:
+        code = main()
+    except UserError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)

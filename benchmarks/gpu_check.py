@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import synthetic_batch, table, write_results  # noqa: E402
+from common import synthetic_batch, table, write_results, run_main  # noqa: E402
 
 from rlfleet.algorithms.r2d2.config import R2D2Config  # noqa: E402
 from rlfleet.algorithms.r2d2.learner import R2D2Learner  # noqa: E402
@@ -78,4 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, previous_rows, table, write_results  # noqa: E402
+from common import RESULTS, previous_rows, table, write_results, run_main  # noqa: E402
 
 import rlfleet  # noqa: E402
 from rlfleet import demos  # noqa: E402
@@ -387,4 +387,4 @@ def summarize(rows: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

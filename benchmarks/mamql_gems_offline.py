@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import previous_rows, table, write_results  # noqa: E402
+from common import previous_rows, table, write_results, run_main  # noqa: E402
 
 from rlfleet import demos  # noqa: E402
 from rlfleet.algorithms.mamql.config import MAMQLConfig  # noqa: E402
@@ -182,4 +182,4 @@ def summary(rows: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import previous_rows, table, write_results  # noqa: E402
+from common import previous_rows, table, write_results, run_main  # noqa: E402
 
 import rlfleet  # noqa: E402
 from rlfleet.platform.config import parse_overrides, set_path  # noqa: E402
@@ -150,4 +150,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import synthetic_batch, table, write_results  # noqa: E402
+from common import synthetic_batch, table, write_results, run_main  # noqa: E402
 
 from rlfleet.platform import batch as B  # noqa: E402
 
@@ -156,4 +156,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import previous_rows, table, write_results  # noqa: E402
+from common import previous_rows, table, write_results, run_main  # noqa: E402
 
 from rlfleet.platform.config import load_config  # noqa: E402
 from rlfleet.platform.envs import EnvMaker  # noqa: E402
@@ -248,4 +248,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

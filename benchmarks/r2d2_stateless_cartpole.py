@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_results  # noqa: E402
+from common import table, write_results, run_main  # noqa: E402
 
 import rlfleet  # noqa: E402
 
@@ -77,4 +77,4 @@ def summarize(rows: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

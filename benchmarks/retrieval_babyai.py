@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, git_commit, table, write_results  # noqa: E402
+from common import RESULTS, git_commit, table, write_results, run_main  # noqa: E402
 
 from rlfleet.algorithms.retrieval.config import RDQNOfflineConfig  # noqa: E402
 from rlfleet.algorithms.retrieval import offline  # noqa: E402
@@ -202,4 +202,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import previous_rows, write_results  # noqa: E402
+from benchmarks.common import previous_rows, write_results, run_main  # noqa: E402
 
 TARGETS = {"3m": 0.9, "2s3z": 0.7}
 LEARNER = "rlfleet-r2d2-shared"
@@ -225,4 +225,4 @@ def _final_win_rates(rows: list[dict], system: str = LEARNER) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)
