@@ -158,7 +158,7 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
         row = {"system": system_name(args.set), "setting": scenario, "seed": args.seed,
                "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
                "metric": "win_rate", "value": res["win_rate"], "episodes": res["episodes"],
-               "team_return": round(res["team_return"], 3)}
+               "team_return": round(res["team_return"], 3), "command": " ".join(["python benchmarks/smax.py", *sys.argv[1:]])}
         rows.append(row)
         print(f"[{scenario}] env_steps {row['env_steps']:>9}  wall {row['wall_s']:>7.0f} s  "
               f"win rate {row['value']:.2f} over {row['episodes']} battles", flush=True)
@@ -181,7 +181,13 @@ def main(argv=None):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the scenario's config (as `rlfleet train --set`); the rows are a variant, "
                         "named by the overrides, kept beside the default rows and left out of the summary")
+    p.add_argument("--summary-only", action="store_true", help="only recompute the results file's summary")
     args = p.parse_args(argv)
+    if args.summary_only:
+        rows = previous_rows("smax")
+        write_results("smax", rows, summarize(rows))
+        print(json.dumps(summarize(rows), indent=1))
+        return
     if args.eval_only and not args.resume:
         p.error("--eval-only needs --resume RUN_DIR")
     if args.resume and len(args.scenarios) != 1:
@@ -205,7 +211,7 @@ def main(argv=None):
         mine += run_scenario(scenario, args, root, {r["env_steps"] for r in mine if r["setting"] == scenario})
         # re-read: another run may have written meanwhile
         rows = [r for r in previous_rows("smax") if keep(r)] + mine
-        write_results("smax", rows, {"win_rate": _final_win_rates(rows)})
+        write_results("smax", rows, summarize(rows))
     for scenario, w in _final_win_rates(rows, system).items():
         print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)}){' of ' + system if args.set else ''}")
 
@@ -213,6 +219,16 @@ def main(argv=None):
 def system_name(overrides: list[str]) -> str:
     """The learner's rows are named by their config overrides: `rlfleet-r2d2-shared[a=1,b=2]`."""
     return f"{LEARNER}[{','.join(overrides)}]" if overrides else LEARNER
+
+
+def summarize(rows: list[dict]) -> dict:
+    """win_rate: the default config's final win rate per scenario; win_rate_variants: each `--set`
+    variant's, scenario -> {system: win rate}."""
+    variants = {}
+    for system in sorted({r["system"] for r in rows if r["system"].startswith(LEARNER + "[")}):
+        for scenario, w in _final_win_rates(rows, system).items():
+            variants.setdefault(scenario, {})[system] = w
+    return {"win_rate": _final_win_rates(rows), "win_rate_variants": variants}
 
 
 def _final_win_rates(rows: list[dict], system: str = LEARNER) -> dict:
