@@ -180,7 +180,7 @@ def main(argv=None):
     p.add_argument("--references-only", action="store_true", help="only measure the scripted policies")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override the scenario's config (as `rlfleet train --set`); the rows are a variant, "
-                        "named by the overrides, kept beside the default rows and left out of the summary")
+                        "named by the overrides and kept beside the default rows (summary: win_rate_variants)")
     p.add_argument("--summary-only", action="store_true", help="only recompute the results file's summary")
     args = p.parse_args(argv)
     if args.summary_only:
