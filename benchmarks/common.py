@@ -40,11 +40,16 @@ def machine() -> dict:
     return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu}
 
 
+def command_line(name: str, argv: list[str] | None = None) -> str:
+    """How benchmarks/<name>.py was invoked (rows that outlive their run keep it)."""
+    return "python " + " ".join([f"benchmarks/{name}.py"] + (sys.argv[1:] if argv is None else argv))
+
+
 def write_results(name: str, rows: list[dict], summary: dict, argv: list[str] | None = None) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": name,
-        "command": "python " + " ".join([f"benchmarks/{name}.py"] + (sys.argv[1:] if argv is None else argv)),
+        "command": command_line(name, argv),
         "git_commit": git_commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": machine(),

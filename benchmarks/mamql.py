@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, previous_rows, table, write_results, run_main  # noqa: E402
+from common import command_line, RESULTS, previous_rows, table, write_results, run_main  # noqa: E402
 
 import rlfleet  # noqa: E402
 from rlfleet import demos  # noqa: E402
@@ -273,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = build_parser().parse_args()
-    command = "python benchmarks/mamql.py " + " ".join(sys.argv[1:])
+    command = command_line("mamql")
     if args.evaluate or args.transfer:
         evaluate_run(args.evaluate or args.transfer, args.envs[0], args.update_row, command,
                      args.transfer_steps if args.transfer else 0, args.transfer_samples_per_insert)

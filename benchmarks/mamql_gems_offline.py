@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import previous_rows, table, write_results, run_main  # noqa: E402
+from common import command_line, previous_rows, table, write_results, run_main  # noqa: E402
 
 from rlfleet import demos  # noqa: E402
 from rlfleet.algorithms.mamql.config import MAMQLConfig  # noqa: E402
@@ -133,7 +133,7 @@ def main() -> None:
     p.add_argument("--keep-rows", action="store_true", help="keep the results file's rows of the other torsos "
                    "(each row records its command)")
     args = p.parse_args()
-    command = "python benchmarks/mamql_gems_offline.py " + " ".join(sys.argv[1:])
+    command = command_line("mamql_gems_offline")
     kept = [r for r in previous_rows("mamql_gems_offline") if r["system"] == "bc-offline"
             and r["setting"] not in args.torsos] if args.keep_rows else []
     torch.manual_seed(args.seed)

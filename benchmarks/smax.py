@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import previous_rows, write_results, run_main  # noqa: E402
+from benchmarks.common import command_line, previous_rows, run_main, write_results  # noqa: E402
 
 TARGETS = {"3m": 0.9, "2s3z": 0.7}
 LEARNER = "rlfleet-r2d2-shared"
@@ -158,7 +158,7 @@ def run_scenario(scenario: str, args, root: Path, done: set) -> list[dict]:
         row = {"system": system_name(args.set), "setting": scenario, "seed": args.seed,
                "env_steps": int(driver["env_steps"]), "wall_s": round(float(driver["wall_s"]), 1),
                "metric": "win_rate", "value": res["win_rate"], "episodes": res["episodes"],
-               "team_return": round(res["team_return"], 3), "command": " ".join(["python benchmarks/smax.py", *sys.argv[1:]])}
+               "team_return": round(res["team_return"], 3), "command": command_line("smax")}
         rows.append(row)
         print(f"[{scenario}] env_steps {row['env_steps']:>9}  wall {row['wall_s']:>7.0f} s  "
               f"win rate {row['value']:.2f} over {row['episodes']} battles", flush=True)
