@@ -100,7 +100,8 @@ class SequenceBuilder:
     """The same sequences as one SlotSequenceBuilder per slot, for all slots of a runner at once.
 
     Why: with cheap envs the per-slot Python of the reference builder costs as much as the env.
-    Here iteration t of the runner writes row t % H of per-slot ring buffers with plain slices
+    Here iteration t of the runner writes row t % H of time-major ring buffers
+    ([H, slots, ...]: one contiguous write per column)
     (the acting inputs: observation and other input columns such as an action mask, previous
     action/reward, recurrent state; and what followed: action, reward, terminal), and a finished
     sequence is only recorded as (slot, last row, length); `take` gathers all pending sequences
@@ -122,14 +123,14 @@ class SequenceBuilder:
         self.T, self.period, self.n = T, layout.period, n
         self.max_steps_between_takes = max_steps_between_takes
         self.H = H = T + max_steps_between_takes + 1  # a pending sequence's rows survive until `take`
-        self.inputs = {k: np.zeros((n, H) + tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in inputs.items()}
+        self.inputs = {k: np.zeros((H, n) + tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in inputs.items()}
         self.boot = {k: np.zeros_like(v) for k, v in self.inputs.items()}  # at rows that end a sequence
-        self.prev_action = np.zeros((n, H), np.int64)
-        self.prev_reward = np.zeros((n, H), np.float32)
-        self.action = np.zeros((n, H), np.int64)
-        self.reward = np.zeros((n, H), np.float32)
-        self.terminal = np.zeros((n, H), np.float32)
-        self.state = [np.zeros((n, H) + tuple(s), np.float32) for s in state_shapes]
+        self.prev_action = np.zeros((H, n), np.int64)
+        self.prev_reward = np.zeros((H, n), np.float32)
+        self.action = np.zeros((H, n), np.int64)
+        self.reward = np.zeros((H, n), np.float32)
+        self.terminal = np.zeros((H, n), np.float32)
+        self.state = [np.zeros((H, n) + tuple(s), np.float32) for s in state_shapes]
         self.t = 0  # iterations so far; row = t % H
         self.since_start = np.zeros(n, np.int64)  # steps since the current sequence's start
         self.new_steps = np.zeros(n, np.int64)  # steps not yet in any recorded sequence
@@ -146,14 +147,14 @@ class SequenceBuilder:
         T = self.T
         row = self.t % self.H
         for k, buf in self.inputs.items():
-            buf[:, row] = inputs[k]
-        self.prev_action[:, row] = prev_action
-        self.prev_reward[:, row] = prev_reward
+            buf[row] = inputs[k]
+        self.prev_action[row] = prev_action
+        self.prev_reward[row] = prev_reward
         for buf, s in zip(self.state, state):
-            buf[:, row] = s
-        self.action[:, row] = action
-        self.reward[:, row] = reward
-        self.terminal[:, row] = terminated
+            buf[row] = s
+        self.action[row] = action
+        self.reward[row] = reward
+        self.terminal[row] = terminated
         inc = 1 if stepped is None else stepped
         self.since_start += inc
         self.new_steps += inc
@@ -166,7 +167,7 @@ class SequenceBuilder:
         if emit.any():
             e = np.flatnonzero(emit)
             for k, buf in self.boot.items():
-                buf[e, row] = next_inputs[k][e]
+                buf[row, e] = next_inputs[k][e]
             self._pending.append((e, self.t, np.minimum(self.ep_steps[e], T), self.ep_steps[e] <= T))
             self.since_start[full] -= self.period
             self.new_steps[full] = 0
@@ -193,21 +194,26 @@ class SequenceBuilder:
         rows = (start[:, None] + np.arange(T)) % H  # [K, T]
         s = slot[:, None]
         valid = np.arange(T) < length[:, None]  # steps with a transition (the mask)
+        invalid = ~valid if length.min() < T else None  # only episodes' last sequences can be short
         k = np.arange(len(slot))
         last_row = last % H
+        flat = rows * self.n + s  # index into a ring buffer viewed as [H * n, ...]
+        flat_boot = np.concatenate([flat, flat[:, :1]], axis=1)  # + a placeholder for the bootstrap input
 
         def gather(buf, boot=None):
-            """[K, T] (+ the bootstrap input at index `length`: [K, T+1]); zero past the valid steps."""
-            x = np.where(valid.reshape(valid.shape + (1,) * (buf.ndim - 2)), buf[s, rows], np.zeros((), buf.dtype))
-            if boot is None:
-                return x
-            x = np.concatenate([x, np.zeros_like(x[:, :1])], axis=1)
-            x[k, length] = boot
+            """[K, T] (+ the bootstrap input at index `length`: [K, T+1]); zero past the valid steps.
+            One np.take from the flattened ring (a copy per row), then the few short sequences zeroed."""
+            x = np.take(buf.reshape((-1,) + buf.shape[2:]), flat if boot is None else flat_boot, axis=0)
+            if invalid is not None:
+                x[:, :T][invalid] = 0
+            if boot is not None:
+                x[k, length] = boot
+                x[:, T][length < T] = 0  # the placeholder of the short ones (their bootstrap is at `length`)
             return x
 
-        out = {name: gather(buf, self.boot[name][slot, last_row]) for name, buf in self.inputs.items()}
-        out.update({B.PREV_ACTION: gather(self.prev_action, self.action[slot, last_row]),
-                    B.PREV_REWARD: gather(self.prev_reward, self.reward[slot, last_row]),
+        out = {name: gather(buf, self.boot[name][last_row, slot]) for name, buf in self.inputs.items()}
+        out.update({B.PREV_ACTION: gather(self.prev_action, self.action[last_row, slot]),
+                    B.PREV_REWARD: gather(self.prev_reward, self.reward[last_row, slot]),
                     B.ACTION: gather(self.action),
                     B.REWARD: gather(self.reward),
                     B.TERMINAL: gather(self.terminal),
@@ -216,8 +222,8 @@ class SequenceBuilder:
         if self.agents_per_env > 1:
             K = self.agents_per_env
             siblings = (slot // K * K)[:, None] + np.arange(K)  # [N, K]
-            joint = self.action[siblings[:, None, :], rows[:, :, None]]  # [N, T, K]
+            joint = self.action[rows[:, :, None], siblings[:, None, :]]  # [N, T, K]
             out[B.JOINT_ACTION] = np.where(valid[..., None], joint, 0)
         for i, buf in enumerate(self.state):
-            out[B.state_key(i)] = buf[slot, start % H]
+            out[B.state_key(i)] = buf[start % H, slot]
         return out
