@@ -170,3 +170,28 @@ def test_dead_agents_wait_for_the_battle_end_with_the_team_reward():
 def test_bad_dead_agents_option_is_a_user_error():
     with pytest.raises(UserError, match="dead_agents"):
         smax.SmaxBatch(1, 0, "3m", dead_agents="respawn")
+
+
+def test_jax_backend_starts_with_one_intra_op_worker_and_affinity_restored():
+    """XLA sizes its CPU pool from the affinity at backend start; its extra workers only spin on
+    SMAX's small steps. In a fresh process: at most one pool worker, every thread's affinity back."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os\n"
+            "from rlfleet.envs.smax import SmaxBatch\n"
+            "full = sorted(os.sched_getaffinity(0))\n"
+            "b = SmaxBatch(2, 0, '3m'); b.reset()\n"
+            "tasks = os.listdir('/proc/self/task')\n"
+            "names = [open(f'/proc/self/task/{t}/comm').read().strip() for t in tasks]\n"
+            "print(names.count('tf_XLAEigen'), all(sorted(os.sched_getaffinity(int(t))) == full for t in tasks))\n")
+    env = {k: v for k, v in os.environ.items() if k != "RLFLEET_JAX_THREADS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    workers, restored = out.stdout.split()[-2:]
+    assert int(workers) <= 1, out.stdout
+    assert restored == "True", out.stdout
+    if len(os.sched_getaffinity(0)) > 1:  # the default pool would have one worker per core
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env=dict(env, RLFLEET_JAX_THREADS="all"), timeout=300)
+        assert int(out.stdout.split()[-2]) == len(os.sched_getaffinity(0)), out.stdout
