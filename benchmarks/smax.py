@@ -3,12 +3,14 @@
 For each scenario: train with configs/smax_<scenario>_r2d2.yaml (checkpoints every --checkpoint-s,
 all kept), then play every checkpoint greedily for >= --episodes battles on fresh battles and count
 wins (all enemies dead, one of ours alive). Writes benchmarks/results/smax.json
-(summary.win_rate: scenario -> final win rate). Targets: >= 0.9 on 3m, >= 0.7 on 2s3z.
+(summary.win_rate: scenario -> final win rate, the mean over seeds when `--seed` added runs;
+summary.win_rate_by_seed: each run's). Targets: >= 0.9 on 3m, >= 0.7 on 2s3z.
 
     python benchmarks/smax.py --scenarios 3m 2s3z --time-s 1800
     python benchmarks/smax.py --scenarios 3m --resume RUN_DIR --env-steps 5000000 --time-s 3600   # train on
     python benchmarks/smax.py --scenarios 3m 2s3z --references-only   # scripted policies' win rates
     python benchmarks/smax.py --scenarios 3m --set env.kwargs.dead_agents=sit_out   # a variant's rows
+    python benchmarks/smax.py --scenarios 2s3z --seed 1   # another seed: rows beside seed 0's, not replacing them
 
 `--references` adds two scripted policies for our side, as a scale for what a policy without
 learned micro wins: focus fire (every unit shoots the weakest enemy in range, else walks to the
@@ -194,15 +196,15 @@ def main(argv=None):
         p.error("--resume continues one scenario's run: pass exactly one --scenarios")
     root = Path(args.root or tempfile.mkdtemp(prefix="smax-bench-"))
     system = system_name(args.set)
-    mine = ([r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == system]
-            if args.resume else [])
+    mine = ([r for r in previous_rows("smax") if r["setting"] in args.scenarios and r["system"] == system
+             and r["seed"] == args.seed] if args.resume else [])
 
     def keep(r: dict) -> bool:
         """Rows of the file that this run does not replace."""
         if r["setting"] not in args.scenarios:
             return True
-        if r["system"] == system:
-            return args.references_only  # training replaces (or, resumed, carries in `mine`) its rows
+        if r["system"] == system:  # training replaces (or, resumed, carries in `mine`) its seed's rows
+            return args.references_only or r["seed"] != args.seed
         if r["system"].startswith(LEARNER):  # other variants of the learner
             return True
         return not (args.references or args.references_only)  # scripted rows stay unless measured again
@@ -212,8 +214,8 @@ def main(argv=None):
         # re-read: another run may have written meanwhile
         rows = [r for r in previous_rows("smax") if keep(r)] + mine
         write_results("smax", rows, summarize(rows))
-    for scenario, w in _final_win_rates(rows, system).items():
-        print(f"{scenario}: final greedy win rate {w} (target {TARGETS.get(scenario)}){' of ' + system if args.set else ''}")
+    for scenario, w in _final_win_rates([r for r in rows if r["seed"] == args.seed], system).items():
+        print(f"{scenario}: final greedy win rate {w} of seed {args.seed} (target {TARGETS.get(scenario)}){' of ' + system if args.set else ''}")
 
 
 def system_name(overrides: list[str]) -> str:
@@ -222,22 +224,29 @@ def system_name(overrides: list[str]) -> str:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """win_rate: the default config's final win rate per scenario; win_rate_variants: each `--set`
-    variant's, scenario -> {system: win rate}."""
+    """win_rate: the default config's final win rate per scenario (the mean over its seeds' runs);
+    win_rate_by_seed: scenario -> {seed: final win rate}; win_rate_variants: each `--set` variant's,
+    scenario -> {system: win rate}. A run is one (system, scenario, seed): `--seed` adds a run."""
     variants = {}
     for system in sorted({r["system"] for r in rows if r["system"].startswith(LEARNER + "[")}):
         for scenario, w in _final_win_rates(rows, system).items():
             variants.setdefault(scenario, {})[system] = w
-    return {"win_rate": _final_win_rates(rows), "win_rate_variants": variants}
+    return {"win_rate": _final_win_rates(rows), "win_rate_by_seed": _final_by_seed(rows),
+            "win_rate_variants": variants}
 
 
-def _final_win_rates(rows: list[dict], system: str = LEARNER) -> dict:
-    """scenario -> win rate of its last checkpoint (most env steps)."""
+def _final_by_seed(rows: list[dict], system: str = LEARNER) -> dict:
+    """scenario -> {seed: win rate of that run's last checkpoint (most env steps)}."""
     last = {}
     for r in sorted(rows, key=lambda r: r["env_steps"]):
         if r["system"] == system:
-            last[r["setting"]] = r["value"]
+            last.setdefault(r["setting"], {})[str(r["seed"])] = r["value"]
     return last
+
+
+def _final_win_rates(rows: list[dict], system: str = LEARNER) -> dict:
+    """scenario -> mean over seeds of each run's final win rate."""
+    return {sc: round(float(np.mean(list(by_seed.values()))), 3) for sc, by_seed in _final_by_seed(rows, system).items()}
 
 
 if __name__ == "__main__":
