@@ -187,8 +187,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.summary_only:
         rows = previous_rows("smax")
-        write_results("smax", rows, summarize(rows))
-        print(json.dumps(summarize(rows), indent=1))
+        summary = summarize(rows)
+        write_results("smax", rows, summary)
+        print(json.dumps(summary, indent=1))
         return
     if args.eval_only and not args.resume:
         p.error("--eval-only needs --resume RUN_DIR")

@@ -188,6 +188,7 @@ def test_jax_backend_starts_with_one_intra_op_worker_and_affinity_restored():
             "print(names.count('tf_XLAEigen'), all(sorted(os.sched_getaffinity(int(t))) == full for t in tasks))\n")
     env = {k: v for k, v in os.environ.items() if k != "RLFLEET_JAX_THREADS"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
     workers, restored = out.stdout.split()[-2:]
     assert int(workers) <= 1, out.stdout
     assert restored == "True", out.stdout

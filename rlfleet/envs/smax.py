@@ -30,11 +30,13 @@ SCENARIOS = ("2s3z", "3s5z", "5m_vs_6m", "10m_vs_11m", "27m_vs_30m", "3s5z_vs_3s
 
 
 def _setup_jax() -> None:
-    """JAX on the CPU, without its thread pool taking every core of a node shared with other actors,
-    and compiled steps cached on disk (a restarted runner or a new evaluator skips the 5-30 s
-    compile). Set before JAX is first imported in this process; the user's own settings win."""
+    """JAX on the CPU with one intra-op worker (not a worker per core of a node shared with other
+    actors: the XLA flag keeps Eigen ops inside a program single-threaded, the pool's size is set
+    by `_start_backend_with_one_worker`), and compiled steps cached on disk (a restarted runner or
+    a new evaluator skips the 5-30 s compile). Set before JAX is first imported in this process;
+    the user's own settings win."""
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
-    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.expanduser("~/.cache/rlfleet/jax"))
     _start_backend_with_one_worker()
