@@ -15,6 +15,7 @@ benchmarks/results/perf_pipeline.json; the summary ratio is median rlfleet rando
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import multiprocessing as mp
 import sys
 import time
@@ -117,13 +118,13 @@ def _raw_batch(maker: EnvMaker, num_envs: int, seconds: float, seed: int, out, s
     out.put(steps / (time.perf_counter() - t0))
 
 
-try:  # SMAX 3m: all envs of a runner in one jax.vmap (until rlfleet.envs imports the smax family)
-    import jaxmarl  # noqa: E402,F401
-
+# SMAX 3m: all envs of a runner in one jax.vmap (until rlfleet.envs imports the smax family). Only
+# looked up, not imported: importing jaxmarl starts JAX's backend (module-level jnp arrays) before
+# rlfleet.envs.smax can size its thread pool, and this module is imported by every raw process and
+# every actor that unpickles WeightsSource
+if importlib.util.find_spec("jaxmarl") is not None:
     import rlfleet.envs.smax  # noqa: E402,F401
     ENVS["smax_3m"] = ROOT / "configs" / "smax_3m_r2d2.yaml"
-except ImportError:  # without the smax extra the row is left out
-    pass
 
 
 def raw_steps_per_s(maker: EnvMaker, runners: int, num_envs: int, seconds: float) -> float:

@@ -128,6 +128,7 @@ def test_learner_threads_flush_denormal_floats():
     def probe():
         seen["denormal"] = (torch.tensor([1e-39]) * 1.0).item()
 
+    torch.set_flush_denormal(False)  # tests that build an EnvRunner in this thread turned it on here
     learner = object.__new__(Learner)
     thread = threading.Thread(target=Learner._guard(learner, probe))
     thread.start()

@@ -5,6 +5,7 @@ import pytest
 pytest.importorskip("jaxmarl")
 
 import rlfleet.envs.smax as smax  # noqa: E402  (registers the smax: family)
+from rlfleet.platform import batch as B  # noqa: E402
 from rlfleet.platform.errors import UserError  # noqa: E402
 from rlfleet.platform.policies import random_legal_actions  # noqa: E402
 
@@ -106,6 +107,68 @@ def test_vmapped_batch_matches_stepping_each_env_alone(batch):
             np.testing.assert_allclose(res.reward[s], reward * live, atol=1e-6)
             saw_reset |= bool(done)
     assert saw_reset
+
+
+def test_async_step_is_the_same_step_and_misuse_is_refused(batch):
+    b = batch
+    b.reset(seed=3)
+    b.step_async(np.zeros(len(b), np.int64))
+    with pytest.raises(RuntimeError, match="twice"):
+        b.step_async(np.zeros(len(b), np.int64))
+    b.step_wait()
+    with pytest.raises(RuntimeError, match="without step_async"):
+        b.step_wait()
+
+
+class Synchronous:
+    """A batch without step_async: the runner then calls step(), the synchronous order."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self):
+        return len(self.batch)
+
+    def __getattr__(self, name):
+        if name == "step_async":
+            raise AttributeError(name)
+        return getattr(self.batch, name)
+
+
+def run_collecting(env_async: bool, n: int = 6) -> list[dict]:
+    """The runner's loop on 3 battles with random actions until it has shipped `n` times; returns the shipments."""
+    from rlfleet.platform.batch import SequenceLayout
+    from rlfleet.platform.envs import EnvMaker
+    from rlfleet.platform.policies import RandomPolicy
+    from rlfleet.platform.runner import EnvRunner, apex_epsilons
+
+    shipped = []
+
+    class Collecting(EnvRunner):
+        def _ship(self, seqs):
+            shipped.append(seqs)
+            if len(shipped) == n:
+                self._stop.set()
+
+    maker = EnvMaker(smax.resolve("3m"), {"max_steps": MAX_STEPS})
+    runner = Collecting(0, maker, RandomPolicy, None, SequenceLayout(0, 4, 2), apex_epsilons(9), shards=[],
+                        learner=None, weights=(0, {}), ship_interval=20, weight_sync_interval=10**9, seed=5)
+    if not env_async:
+        runner.envs = Synchronous(runner.envs)
+    runner._run()
+    return shipped
+
+
+def test_runner_stores_the_same_sequences_when_the_env_steps_asynchronously():
+    """The loop stores each transition while the next step computes (SmaxBatch.step_async): what
+    it ships must be exactly what the synchronous loop ships."""
+    sync, overlapped = run_collecting(env_async=False), run_collecting(env_async=True)
+    assert len(sync) == len(overlapped) == 6
+    for a, b in zip(sync, overlapped):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert sum(s[B.MASK].sum() for s in sync) > 100
 
 
 def test_family_resolves_scenarios_and_explains_bad_names():

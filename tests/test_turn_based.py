@@ -41,9 +41,8 @@ class ScriptedPolicy:
 
 
 class CollectingRunner(EnvRunner):
-    def _ship(self, seqs, in_flight):
+    def _ship(self, seqs):
         self.shipped.append(seqs)
-        return None
 
 
 def run_script(env_id: str, moves: list[int], layout=SequenceLayout(0, 5, 5)):

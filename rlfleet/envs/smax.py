@@ -179,6 +179,7 @@ class SmaxBatch:
         self._reset, self._step, self.reset_one, self.step_one = _encoders(env, agent_id, global_state)
         self._keys = None  # created at the first reset (compiling is deferred until then too)
         self._state = None
+        self._pending = None  # the outputs of a step started by step_async
         self.action_mask = np.ones((self.n, num_actions), bool)
         self.world_state = np.zeros((n, self.state_dim), np.float32)
         self.last_done = np.zeros(n, bool)
@@ -197,6 +198,7 @@ class SmaxBatch:
             self.seed = self.seed if seed is None else seed
             self._keys = env_keys(self.seed, self.num_envs)
         keys = self._keys
+        self._pending = None
         self._keys, self._state, x, ws, mask = self._reset(keys)
         x, ws, mask = jax.device_get((x, ws, mask))
         self.world_state = ws
@@ -205,13 +207,26 @@ class SmaxBatch:
         return x.reshape(self.n, -1)
 
     def step(self, actions: np.ndarray) -> StepResult:
-        import jax
+        self.step_async(actions)
+        return self.step_wait()
 
+    def step_async(self, actions: np.ndarray) -> None:
+        """Start the step: XLA computes it on its own thread (JAX's asynchronous dispatch), so the
+        caller can do other work (a runner stores and ships the previous transition) until `step_wait`."""
         if self._state is None:
             raise RuntimeError("SmaxBatch.step before reset")
-        n, K = self.num_envs, self.K
-        acts = np.asarray(actions, np.int32).reshape(n, K)
-        self._keys, self._state, *out = self._step(self._keys, self._state, acts)
+        if self._pending is not None:
+            raise RuntimeError("SmaxBatch.step_async twice without step_wait")
+        acts = np.asarray(actions, np.int32).reshape(self.num_envs, self.K)
+        self._keys, self._state, *self._pending = self._step(self._keys, self._state, acts)
+
+    def step_wait(self) -> StepResult:
+        """The started step's result (blocks until XLA is done)."""
+        import jax
+
+        if self._pending is None:
+            raise RuntimeError("SmaxBatch.step_wait without step_async")
+        out, self._pending = self._pending, None
         next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = jax.device_get(out)
         live = self._live
         sat_out = ~live
@@ -231,7 +246,7 @@ class SmaxBatch:
                           action_mask=self.action_mask, next_action_mask=next_mask.reshape(self.n, -1))
 
     def close(self):
-        self._state = None
+        self._state = self._pending = None
 
 
 class SmaxFactory:

@@ -1,8 +1,10 @@
 """EnvRunner actor: N envs, one batched forward pass per step, sequences shipped in batches.
 
-No remote call per env step: the loop steps its envs locally, ships stacked sequences to a replay
-shard every `ship_interval` steps (at most one shipment in flight), and asks the learner for newer
-weights every `weight_sync_interval` steps without waiting for the answer.
+No remote call per env step: the loop steps its envs locally, hands stacked sequences to its
+shipping thread every `ship_interval` steps (platform/shipping.py: one shipment in flight, one
+queued), and asks the learner for newer weights every `weight_sync_interval` steps without waiting
+for the answer. Batches that compute a step off the Python thread (`step_async` / `step_wait`,
+e.g. SMAX's XLA call) have the previous step's transitions stored while the next one computes.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import ray
 
 from rlfleet.platform import batch as B
 from rlfleet.platform.sequence import SequenceBuilder
+from rlfleet.platform.shipping import Shipper
 
 
 def apex_epsilons(num_slots: int, base: float = 0.4, alpha: float = 7.0) -> np.ndarray:
@@ -69,14 +72,12 @@ class EnvRunner:
         self.rng = np.random.default_rng(seed)
         self.env_steps = 0
         self.episodes: deque[tuple[float, int]] = deque()  # drained by stats() from another thread
-        self.sequences_shipped = 0
-        self.shipments = 0
+        self.shipper = None  # started with the loop
         self.weight_updates = 0
         self.split = TimeSplit("env", "inference", "shipping", "waiting")
         self._stop = threading.Event()
         self._thread = None
         self.error = None
-        self._in_flight = None  # (shard index, ref) of the last shipment
         self._weights_req = None
         self._since_ship = self._since_sync = 0
 
@@ -89,6 +90,7 @@ class EnvRunner:
     # -- actor API -----------------------------------------------------------------------------
     def start(self) -> bool:
         if self._thread is None:
+            self.shipper = Shipper(self.shards, self.index, self._stop, name=f"shipper-{self.index}")
             self._thread = threading.Thread(target=self._run_guarded, daemon=True, name=f"runner-{self.index}")
             self._thread.start()
         return True
@@ -97,17 +99,19 @@ class EnvRunner:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+            self.shipper.join()
         if not self._thread or not self._thread.is_alive():  # envs with outside resources (browsers) free them
             self.envs.close()
         return True
 
     def stats(self) -> dict:
-        if self.error:
-            raise RuntimeError(f"runner {self.index} loop failed:\n{self.error}")
+        error = self.error or (self.shipper and self.shipper.error)
+        if error:
+            raise RuntimeError(f"runner {self.index} loop failed:\n{error}")
         episodes = [self.episodes.popleft() for _ in range(len(self.episodes))]
         return {"index": self.index, "env_steps": self.env_steps, "episodes": episodes,
                 "weights_version": self.version, "weight_updates": self.weight_updates,
-                "sequences": self.sequences_shipped, "time": dict(self.split.totals),
+                "sequences": self.shipper.sequences if self.shipper else 0, "time": dict(self.split.totals),
                 "episodes_dropped": getattr(self.envs, "dropped_episodes", 0)}
 
     def current_epsilons(self) -> np.ndarray:
@@ -133,12 +137,23 @@ class EnvRunner:
         builder = SequenceBuilder(self.layout, n, self._input_columns(), [s.shape[1:] for s in state],
                                   max_steps_between_takes=2 * max(1, -(-self.ship_interval // n)),
                                   agents_per_env=self.spec.agents)
+        # batches that compute a step off the Python thread (SMAX: JAX's asynchronous dispatch) get
+        # it started first; the previous transition is stored and shipped while it runs
+        step_async = getattr(self.envs, "step_async", None)
+        record = None  # the previous transition, not stored yet
         split = self.split
         while not self._stop.is_set():
             actions, next_state = self.policy.act(obs, prev_a, prev_r, state, self.current_epsilons(), self.rng,
                                                   action_mask=legal)
             split.mark("inference")
-            res = self.envs.step(actions)
+            if step_async is not None:
+                step_async(actions)
+                split.mark("env")
+                if record is not None:
+                    self._record(builder, *record)
+                res = self.envs.step_wait()
+            else:
+                res = self.envs.step(actions)
             split.mark("env")
             resets = res.reset_step  # no transition: NEXT_STEP autoreset, or an agent sitting out
             any_reset = resets.any()
@@ -146,8 +161,10 @@ class EnvRunner:
             inputs, next_inputs = {B.OBS: obs}, {B.OBS: res.next_obs}
             if legal is not None:
                 inputs[B.ACTION_MASK], next_inputs[B.ACTION_MASK] = legal, res.next_action_mask
-            builder.step(stepped, inputs, prev_a, prev_r, state, actions, res.reward, res.terminated, res.truncated,
-                         next_inputs)
+            record = (stepped, inputs, prev_a, prev_r, state, actions, res, next_inputs,
+                      n - int(resets.sum()) if any_reset else n)
+            if step_async is None:
+                self._record(builder, *record)
             ep_ret += res.reward if stepped is None else res.reward * stepped
             ep_len += 1 if stepped is None else stepped
             done = np.logical_or(res.terminated, res.truncated)
@@ -158,10 +175,18 @@ class EnvRunner:
             prev_a, prev_r = actions.copy(), res.reward.astype(np.float32)
             new_episode = done | resets if any_reset else done  # EnvList: res.obs already holds the new first obs
             if new_episode.any():
+                if any(a is b for a, b in zip(next_state, state)):  # `record` still holds `state`: keep it intact
+                    next_state = tuple(np.array(s) for s in next_state)
                 next_state = reset_state_rows(next_state, init, new_episode)
                 prev_a[new_episode], prev_r[new_episode] = 0, 0.0
             state, obs, legal = next_state, res.obs, res.action_mask
-            self._after_step(builder, n - int(resets.sum()) if any_reset else n)
+
+    def _record(self, builder, stepped, inputs, prev_a, prev_r, state, actions, res, next_inputs,
+                transitions: int) -> None:
+        """Store one iteration's transitions in the sequence builder; ship and sync when due."""
+        builder.step(stepped, inputs, prev_a, prev_r, state, actions, res.reward, res.terminated, res.truncated,
+                     next_inputs)
+        self._after_step(builder, transitions)
 
     def _run_turns(self):
         """The loop for turn-based envs: only the slots whose turn it is act (one forward pass);
@@ -234,7 +259,7 @@ class EnvRunner:
         if self._since_ship >= self.ship_interval or builder.must_take():
             seqs = builder.take()
             if seqs is not None:
-                self._in_flight = self._ship(seqs, self._in_flight)
+                self._ship(seqs)
             self._since_ship = 0
         if self._since_sync >= self.sync_interval and self._weights_req is None:
             # a concurrent future: polling it each step costs ~0.1 us, ray.wait(timeout=0) ~30 us
@@ -248,20 +273,9 @@ class EnvRunner:
                 self.weight_updates += 1
             split.mark("shipping")
 
-    def _ship(self, seqs: dict, in_flight):
-        """Send stacked sequences to the next shard (round robin), pipelined: the previous
-        shipment's answer (its shard's rate limiter: may we insert more?) is read only now,
-        and while it says no, this runner waits."""
-        split = self.split
-        if in_flight is not None:
-            shard, ref = in_flight
-            while not ray.get(ref) and not self._stop.is_set():
-                time.sleep(0.005)
-                ref = shard.can_insert.remote()
-        split.mark("waiting")
-        shard = self.shards[(self.index + self.shipments) % len(self.shards)]
-        ref = shard.add.remote(seqs)
-        self.shipments += 1
-        self.sequences_shipped += len(seqs[B.MASK])
-        split.mark("shipping")
-        return shard, ref
+    def _ship(self, seqs: dict) -> None:
+        """Hand stacked sequences to the shipping thread; blocks only while replay's rate limiter
+        holds this runner back (that time counts as waiting)."""
+        self.split.mark("shipping")
+        self.shipper.put(seqs)
+        self.split.mark("waiting")

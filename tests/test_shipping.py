@@ -1,0 +1,100 @@
+"""The runner's shipping thread: round robin over shards, back-pressure from a shard's rate
+limiter, errors surfaced to the runner's loop (real Ray actors as shards)."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from rlfleet.platform import batch as B
+from rlfleet.platform.shipping import Shipper
+
+
+def shard_class():
+    """Defined here so that Ray pickles it by value (workers cannot import test modules)."""
+
+    class Shard:
+        """Records what arrives; answers the rate limiter's question with `allow`."""
+
+        def __init__(self, allow=True, fail=False):
+            self.got, self.allow, self.fail = [], allow, fail
+
+        def add(self, seqs):
+            if self.fail:
+                raise ValueError("shard is broken")
+            self.got.append(int(seqs["id"]))
+            return self.allow
+
+        def can_insert(self):
+            return self.allow
+
+        def set_allow(self, allow):
+            self.allow = allow
+
+        def received(self):
+            return self.got
+
+    return Shard
+
+
+def seqs(i, n=3):
+    return {"id": np.int64(i), B.MASK: np.ones((n, 4), np.float32)}
+
+
+def wait_for(pred, timeout=20.0):
+    deadline = time.time() + timeout
+    while not pred():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_shipments_go_round_robin_and_are_counted(ray_session):
+    ray = ray_session
+    shards = [ray.remote(shard_class()).options(num_cpus=0).remote() for _ in range(2)]
+    stop = threading.Event()
+    shipper = Shipper(shards, first=1, stop=stop)
+    for i in range(5):
+        shipper.put(seqs(i))
+    wait_for(lambda: shipper.shipments == 5)
+    stop.set()
+    shipper.join()
+    assert ray.get(shards[1].received.remote()) == [0, 2, 4]  # starts at shard `first`
+    assert ray.get(shards[0].received.remote()) == [1, 3]
+    assert shipper.sequences == 15 and shipper.error is None
+
+
+def test_a_shard_that_says_no_holds_the_runner_back_until_it_says_yes(ray_session):
+    ray = ray_session
+    shard = ray.remote(shard_class()).options(num_cpus=0).remote(allow=False)
+    stop = threading.Event()
+    shipper = Shipper([shard], first=0, stop=stop)
+    shipper.put(seqs(0))  # sent; its answer says no
+    wait_for(lambda: shipper.shipments == 1)
+    shipper.put(seqs(1))  # taken by the thread, which now waits for the shard
+    shipper.put(seqs(2))  # queued
+    done = threading.Event()
+    blocked = threading.Thread(target=lambda: (shipper.put(seqs(3)), done.set()), daemon=True)
+    blocked.start()
+    time.sleep(0.5)
+    assert not done.is_set() and shipper.shipments == 1  # the loop blocks; nothing more was sent
+    ray.get(shard.set_allow.remote(True))
+    assert done.wait(20)
+    wait_for(lambda: shipper.shipments == 4)
+    stop.set()
+    shipper.join()
+    assert ray.get(shard.received.remote()) == [0, 1, 2, 3]
+
+
+def test_a_failing_shard_surfaces_at_the_next_put(ray_session):
+    ray = ray_session
+    shard = ray.remote(shard_class()).options(num_cpus=0).remote(fail=True)
+    stop = threading.Event()
+    shipper = Shipper([shard], first=0, stop=stop)
+    shipper.put(seqs(0))
+    shipper.put(seqs(1))  # the thread reads shipment 0's answer: the shard's error
+    with pytest.raises(RuntimeError, match="shard is broken"):
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            shipper.put(seqs(2))
+    stop.set()
+    shipper.join()
