@@ -22,7 +22,7 @@ def shard_class():
         def add(self, seqs):
             if self.fail:
                 raise ValueError("shard is broken")
-            self.got.append(int(seqs["id"]))
+            self.got.append(sorted(set(seqs["id"].tolist())))
             return self.allow
 
         def can_insert(self):
@@ -38,7 +38,8 @@ def shard_class():
 
 
 def seqs(i, n=3):
-    return {"id": np.int64(i), B.MASK: np.ones((n, 4), np.float32)}
+    """A batch of n sequences, each tagged with the batch's id."""
+    return {"id": np.full(n, i), B.MASK: np.ones((n, 4), np.float32)}
 
 
 def wait_for(pred, timeout=20.0):
@@ -52,26 +53,42 @@ def test_shipments_go_round_robin_and_are_counted(ray_session):
     ray = ray_session
     shards = [ray.remote(shard_class()).options(num_cpus=0).remote() for _ in range(2)]
     stop = threading.Event()
-    shipper = Shipper(shards, first=1, stop=stop)
+    shipper = Shipper(shards, first=1, stop=stop, min_interval_s=0.0)
     for i in range(5):
         shipper.put(seqs(i))
-    wait_for(lambda: shipper.shipments == 5)
+        wait_for(lambda: shipper.shipments == i + 1)  # one at a time: nothing to coalesce
     stop.set()
     shipper.join()
-    assert ray.get(shards[1].received.remote()) == [0, 2, 4]  # starts at shard `first`
-    assert ray.get(shards[0].received.remote()) == [1, 3]
+    assert ray.get(shards[1].received.remote()) == [[0], [2], [4]]  # starts at shard `first`
+    assert ray.get(shards[0].received.remote()) == [[1], [3]]
     assert shipper.sequences == 15 and shipper.error is None
+
+
+def test_batches_handed_over_within_the_interval_go_out_together(ray_session):
+    ray = ray_session
+    shard = ray.remote(shard_class()).options(num_cpus=0).remote()
+    stop = threading.Event()
+    shipper = Shipper([shard], first=0, stop=stop, min_interval_s=1.0, max_pending=8)
+    shipper.put(seqs(0))
+    wait_for(lambda: shipper.shipments == 1)
+    for i in (1, 2, 3):  # within a second of the first shipment
+        shipper.put(seqs(i))
+    wait_for(lambda: shipper.shipments == 2)
+    stop.set()
+    shipper.join()
+    assert ray.get(shard.received.remote()) == [[0], [1, 2, 3]]
+    assert shipper.sequences == 12
 
 
 def test_a_shard_that_says_no_holds_the_runner_back_until_it_says_yes(ray_session):
     ray = ray_session
     shard = ray.remote(shard_class()).options(num_cpus=0).remote(allow=False)
     stop = threading.Event()
-    shipper = Shipper([shard], first=0, stop=stop)
+    shipper = Shipper([shard], first=0, stop=stop, min_interval_s=0.0, max_pending=2)
     shipper.put(seqs(0))  # sent; its answer says no
     wait_for(lambda: shipper.shipments == 1)
-    shipper.put(seqs(1))  # taken by the thread, which now waits for the shard
-    shipper.put(seqs(2))  # queued
+    shipper.put(seqs(1))
+    shipper.put(seqs(2))  # two wait: the most allowed
     done = threading.Event()
     blocked = threading.Thread(target=lambda: (shipper.put(seqs(3)), done.set()), daemon=True)
     blocked.start()
@@ -79,17 +96,18 @@ def test_a_shard_that_says_no_holds_the_runner_back_until_it_says_yes(ray_sessio
     assert not done.is_set() and shipper.shipments == 1  # the loop blocks; nothing more was sent
     ray.get(shard.set_allow.remote(True))
     assert done.wait(20)
-    wait_for(lambda: shipper.shipments == 4)
+    wait_for(lambda: shipper.sequences == 12)
     stop.set()
     shipper.join()
-    assert ray.get(shard.received.remote()) == [0, 1, 2, 3]
+    got = ray.get(shard.received.remote())
+    assert got[:2] == [[0], [1, 2]] and sum(got, []) == [0, 1, 2, 3]
 
 
 def test_a_failing_shard_surfaces_at_the_next_put(ray_session):
     ray = ray_session
     shard = ray.remote(shard_class()).options(num_cpus=0).remote(fail=True)
     stop = threading.Event()
-    shipper = Shipper([shard], first=0, stop=stop)
+    shipper = Shipper([shard], first=0, stop=stop, min_interval_s=0.0, max_pending=2)
     shipper.put(seqs(0))
     shipper.put(seqs(1))  # the thread reads shipment 0's answer: the shard's error
     with pytest.raises(RuntimeError, match="shard is broken"):
