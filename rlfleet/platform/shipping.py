@@ -11,7 +11,6 @@ waiting batches the runner's loop blocks in `put`.
 """
 from __future__ import annotations
 
-import queue
 import threading
 import time
 import traceback
