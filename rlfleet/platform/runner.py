@@ -3,8 +3,9 @@
 No remote call per env step: the loop steps its envs locally, hands stacked sequences to its
 shipping thread every `ship_interval` steps (platform/shipping.py: one shipment in flight, what
 piles up meanwhile goes out together), and asks the learner for newer weights every
-`weight_sync_interval` steps without waiting for the answer. Batches that compute a step off the Python thread (`step_async` / `step_wait`,
-e.g. SMAX's XLA call) have the previous step's transitions stored while the next one computes.
+`weight_sync_interval` steps without waiting for the answer. Batches that compute a step off the
+Python thread (`step_async` / `step_wait`, e.g. SMAX's XLA call) have the previous step's
+transitions stored while the next one computes.
 """
 from __future__ import annotations
 
