@@ -144,11 +144,15 @@ def test_r2d2_fullyconv_smoke_run_through_ray_on_the_test_env(ray_session, tiny_
                           "kwargs": {"screen": 8, "minimap": 8, "test_env": True, "action_resolution": 4,
                                      "functions": ["no_op", "select_army", "Move_screen"]}}
     tiny_config["runtime_env"] = {"env_vars": dict(rlfleet.envs.sc2.ENV_VARS)}
-    tiny_config["stop"] = {"env_steps": 300}
-    tiny_config["eval"] = {"interval_env_steps": 100, "episodes": 2, "num_cpus": 0.25}
+    tiny_config["stop"] = {"env_steps": 600}
+    tiny_config["eval"] = {"interval_env_steps": 200, "episodes": 2, "num_cpus": 0.25}
+    tiny_config["runners"]["weight_sync_interval"] = 4
     summary = rlfleet.train(tiny_config)
     assert summary["stop_reason"] == "env_steps"
     assert summary["updates"] > 0 and summary["episodes"] > 0
+    # every runner stepped and pulled newer weights (CI once saw [7, 0] with a 20-step sync interval
+    # and 300 steps: a runner importing pysc2 on a busy machine starts late, so it asks every 2 steps)
+    assert min(summary["runner_env_steps"]) > 0
     assert min(summary["runner_weights_versions"]) >= 1
     # SC2TestEnv's episodes are 10 steps long
     assert summary["evals"] and summary["evals"][-1]["length_mean"] == pytest.approx(10)

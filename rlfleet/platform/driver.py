@@ -338,7 +338,9 @@ class Experiment:
         summary = {"run_dir": str(self.run_dir), "stop_reason": stop_reason, "env_steps": self.env_steps,
                    "updates": learner_stats["updates"], "episodes": self.episodes, "wall_s": self.wall_s(),
                    "runner_restarts": self.restarts, "evals": self.evals, "checkpoint": str(path),
-                   "resumed_from": self.resumed_from, "runner_weights_versions": [versions.get(i, -1) for i in range(len(self.runners))], "learner_device": learner_stats.get("device"),
+                   "resumed_from": self.resumed_from, "runner_weights_versions": [versions.get(i, -1) for i in range(len(self.runners))],
+                   "runner_env_steps": [self.last_runner_steps.get(i, 0) for i in range(len(self.runners))],
+                   "learner_device": learner_stats.get("device"),
                    "runner_nodes": {str(i): nodes for i, nodes in sorted(self.runner_nodes.items())},
                    "nodes": self.nodes}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
