@@ -22,7 +22,7 @@ def shard_class():
         def add(self, seqs):
             if self.fail:
                 raise ValueError("shard is broken")
-            self.got.append(sorted(set(seqs["id"].tolist())))
+            self.got.append(sorted(set(seqs["id"].tolist())) if "id" in seqs else len(seqs[B.MASK]))
             return self.allow
 
         def can_insert(self):
@@ -116,3 +116,49 @@ def test_a_failing_shard_surfaces_at_the_next_put(ray_session):
             shipper.put(seqs(2))
     stop.set()
     shipper.join()
+
+
+def counting_source_class():
+    class Source:
+        """Stands in for the learner's get_weights and counts the polls (weights never change)."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def get_weights(self, known_version=-1):
+            self.calls += 1
+            return None
+
+        def count(self):
+            return self.calls
+
+    return Source
+
+
+@pytest.mark.parametrize("min_interval", [0.0, 0.25])
+def test_runner_polls_weights_every_interval_steps_but_not_more_often_than_its_time_floor(ray_session, min_interval):
+    """A fast env with weight_sync_interval 1 would poll the learner every loop step; the time floor
+    (runners.weight_sync_min_interval_s) caps the polls a second."""
+    from rlfleet.platform.envs import EnvMaker
+    from rlfleet.platform.policies import RandomPolicy
+    from rlfleet.platform.registry import resolve_env
+    from rlfleet.platform.runner import EnvRunner, apex_epsilons
+
+    ray = ray_session
+    shard = ray.remote(shard_class()).options(num_cpus=0).remote()
+    source = ray.remote(counting_source_class()).options(num_cpus=0).remote()
+    maker = EnvMaker(resolve_env("gym:CartPole-v1"), {})
+    runner = EnvRunner(0, maker, RandomPolicy, None, B.SequenceLayout(0, 4, 2), apex_epsilons(2), [shard], source,
+                       (0, {}), ship_interval=64, weight_sync_interval=1, seed=0,
+                       weight_sync_min_interval_s=min_interval)
+    runner.start()
+    wait_for(lambda: runner.env_steps > 0)
+    t0, calls0 = time.time(), ray.get(source.count.remote())
+    time.sleep(1.5)
+    calls, elapsed = ray.get(source.count.remote()) - calls0, time.time() - t0
+    runner.stop()
+    assert runner.error is None, runner.error
+    if min_interval:
+        assert 2 <= calls <= elapsed / min_interval + 1
+    else:  # one poll in flight at a time, answered in well under 100 ms
+        assert calls > 3 * elapsed / 0.25

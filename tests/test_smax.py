@@ -40,7 +40,7 @@ def test_spec_slots_and_masks_follow_jaxmarl(batch):
     # the mask is exactly JaxMARL's available actions for the current state (env 1)
     import jax
 
-    avail = b.env.get_avail_actions(jax.tree.map(lambda x: x[1], b._state))
+    avail = b.env.get_avail_actions(jax.tree.map(lambda x: x[1], b.battle_state))
     np.testing.assert_array_equal(b.action_mask[3:6], np.stack([np.asarray(avail[a], bool) for a in b.agents]))
 
 
@@ -70,7 +70,7 @@ def test_masks_respected_dead_agents_sit_out_and_episodes_end_and_reset(batch):
                 assert not b.last_won[e]
             # the next observation is a fresh battle: attack targets out of range again
             np.testing.assert_array_equal(res.action_mask[slots, 5:], False)
-        assert int(np.asarray(b._state.state.step).max()) <= MAX_STEPS
+        assert int(np.asarray(b.battle_state.state.step).max()) <= MAX_STEPS
         mask = res.action_mask
     assert ends >= 8 and timeouts >= 1
     assert deaths >= 1
@@ -171,6 +171,62 @@ def test_runner_stores_the_same_sequences_when_the_env_steps_asynchronously():
     assert sum(s[B.MASK].sum() for s in sync) > 100
 
 
+class ObsPolicy:
+    """Deterministic given the observations (no rng): a lane's trajectory does not depend on what
+    the other lane drew. Stops its runner after `limit` act calls."""
+
+    def __init__(self, spec, limit, box):
+        self.num_actions, self.limit, self.box, self.calls = spec.num_actions, limit, box, 0
+
+    def initial_state(self, n):
+        return (np.zeros((n, 2), np.float32),)
+
+    def load_weights(self, weights):
+        pass
+
+    def act(self, obs, prev_action, prev_reward, state, epsilon, rng, action_mask=None):
+        self.calls += 1
+        if self.calls == self.limit:
+            self.box[0]._stop.set()
+        want = (np.abs(obs).sum(axis=1) * 1000).astype(np.int64) % self.num_actions
+        legal = action_mask[np.arange(len(obs)), want]
+        actions = np.where(legal, want, action_mask.argmax(axis=1))
+        return actions, (state[0] + 1,)
+
+
+def run_lanes(num_envs, env_groups, seed, ship_interval, iterations):
+    from rlfleet.platform.batch import SequenceLayout
+    from rlfleet.platform.envs import EnvMaker
+    from rlfleet.platform.runner import EnvRunner, apex_epsilons
+
+    shipped, box = [], []
+
+    class Collecting(EnvRunner):
+        def _ship(self, seqs):
+            shipped.extend({k: v[j] for k, v in seqs.items()} for j in range(len(seqs[B.MASK])))
+
+    lanes = 1 if env_groups == "auto" else env_groups
+    maker = EnvMaker(smax.resolve("3m"), {"max_steps": MAX_STEPS})
+    runner = Collecting(0, maker, lambda cfg, spec: ObsPolicy(spec, lanes * (iterations + 1), box), None,
+                        SequenceLayout(0, 4, 2), apex_epsilons(3 * num_envs), shards=[], learner=None,
+                        weights=(0, {}), ship_interval=ship_interval, weight_sync_interval=10**9, seed=seed,
+                        env_groups=env_groups)
+    box.append(runner)
+    runner._run()
+    return runner, shipped
+
+
+def test_two_lanes_ship_what_each_group_alone_would_ship():
+    """A runner of 4 battles in 2 lanes (each stepping while the loop serves the other) stores the
+    same sequences as two runners of 2 battles each, seeded as the lanes are."""
+    key = lambda seq: b"".join(np.ascontiguousarray(seq[k]).tobytes() for k in sorted(seq))  # noqa: E731
+    both, shipped = run_lanes(4, 2, seed=11, ship_interval=24, iterations=30)
+    assert [len(g) for g in both.groups] == [6, 6]
+    alone = [run_lanes(2, "auto", seed=s, ship_interval=12, iterations=30)[1] for s in (11, 13)]
+    assert sorted(map(key, shipped)) == sorted(key(q) for part in alone for q in part)
+    assert len(shipped) > 40 and sum(q[B.MASK].sum() for q in shipped) > 200
+
+
 def test_family_resolves_scenarios_and_explains_bad_names():
     from rlfleet.platform.registry import resolve_env
 
@@ -224,7 +280,7 @@ def test_dead_agents_wait_for_the_battle_end_with_the_team_reward():
         np.testing.assert_allclose(reward, reward[:, :1].repeat(3, 1))  # every unit gets the team reward
         live = ~ref.reset_step
         np.testing.assert_allclose(res.reward[live], 10.0 * ref.reward[live], rtol=1e-5)
-        dead = ~np.asarray(b._state.state.unit_alive)[:, :3].reshape(-1) & ~done
+        dead = ~np.asarray(b.battle_state.state.unit_alive)[:, :3].reshape(-1) & ~done
         waited += dead.sum()
         assert (b.action_mask[dead].sum(1) == 1).all()  # the dead can only stop
     assert waited > 0

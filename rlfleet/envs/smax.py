@@ -141,7 +141,53 @@ def _encoders(env, agent_id: bool, global_state: bool):
         reward = jnp.stack([rew[a] for a in agents]).astype(jnp.float32)
         return (key, state_out, next_x, next_mask) + out + (reward, agent_dead, done, won, timeout)
 
-    return jax.jit(jax.vmap(reset)), jax.jit(jax.vmap(step)), reset, step
+    # The batch's step moves packed arrays: the battle state as one array per dtype and the ten
+    # outputs as one float32 array. A jitted call's dispatch costs per argument and per result, and
+    # it is on the runner's critical path: 14 arrays in / 23 out took ~125 us per call, 5 / 5 ~70 us
+    # (32 battles of 3m); one device->host view instead of ten saves ~20 us more.
+    _, state0, *_ = jax.eval_shape(reset, jax.random.PRNGKey(0))
+    packer = StatePacker(state0)
+
+    def step_packed(key, packed, actions):
+        key, st, *out = step(key, packer.unpack(packed), actions)
+        return key, packer.pack(st), jnp.concatenate([x.reshape(-1).astype(jnp.float32) for x in out])
+
+    def reset_packed(key):
+        key, st, x, ws, mask = reset(key)
+        return key, packer.pack(st), x, ws, mask
+
+    return (jax.jit(jax.vmap(reset_packed)), jax.jit(jax.vmap(step_packed)), reset, step,
+            jax.jit(jax.vmap(packer.unpack)))
+
+
+class StatePacker:
+    """A pytree of arrays <-> one flat array per dtype (traced inside jit: the copies fuse)."""
+
+    def __init__(self, tree):
+        import jax
+
+        leaves, self.treedef = jax.tree.flatten(tree)
+        self.dtypes = sorted({str(leaf.dtype) for leaf in leaves})
+        self.layout, offsets = [], dict.fromkeys(self.dtypes, 0)
+        for leaf in leaves:
+            size = int(np.prod(leaf.shape))
+            self.layout.append((self.dtypes.index(str(leaf.dtype)), offsets[str(leaf.dtype)], leaf.shape, size))
+            offsets[str(leaf.dtype)] += size
+
+    def pack(self, tree) -> tuple:
+        import jax
+        import jax.numpy as jnp
+
+        parts = [[] for _ in self.dtypes]
+        for leaf, (g, _, _, _) in zip(jax.tree.leaves(tree), self.layout):
+            parts[g].append(leaf.reshape(-1))
+        return tuple(jnp.concatenate(p) for p in parts)
+
+    def unpack(self, packed: tuple):
+        import jax
+
+        return jax.tree.unflatten(self.treedef, [packed[g][o:o + size].reshape(shape)
+                                                 for g, o, shape, size in self.layout])
 
 
 class SmaxBatch:
@@ -176,9 +222,13 @@ class SmaxBatch:
         self.spec = EnvSpec((dim,), "float32", num_actions, action_mask=True, agents=K,
                             agent_groups=agent_groups(self.agents, policy_mapping, agent_id),
                             agent_names=tuple(self.agents), agent_id=agent_id)
-        self._reset, self._step, self.reset_one, self.step_one = _encoders(env, agent_id, global_state)
+        self._reset, self._step, self.reset_one, self.step_one, self._unpack = _encoders(env, agent_id, global_state)
         self._keys = None  # created at the first reset (compiling is deferred until then too)
-        self._state = None
+        self._state = None  # the battles' state, packed (see _encoders)
+        dims = [("next_obs", K * dim), ("next_mask", K * num_actions), ("obs", K * dim), ("world_state", self.state_dim),
+                ("mask", K * num_actions), ("reward", K), ("agent_dead", K), ("done", 1), ("won", 1), ("timeout", 1)]
+        ends = np.cumsum([d for _, d in dims])
+        self._out_slices = [slice(e - d, e) for e, (_, d) in zip(ends, dims)]
         self._pending = None  # the outputs of a step started by step_async
         self.action_mask = np.ones((self.n, num_actions), bool)
         self.world_state = np.zeros((n, self.state_dim), np.float32)
@@ -222,12 +272,14 @@ class SmaxBatch:
 
     def step_wait(self) -> StepResult:
         """The started step's result (blocks until XLA is done)."""
-        import jax
-
         if self._pending is None:
             raise RuntimeError("SmaxBatch.step_wait without step_async")
-        out, self._pending = self._pending, None
-        next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = jax.device_get(out)
+        (out,), self._pending = self._pending, None
+        out = np.asarray(out)  # waits for XLA; a view of the CPU buffer (jax.device_get costs ~100 us more)
+        next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = (
+            out[:, s] for s in self._out_slices)
+        next_mask, mask, agent_dead = next_mask > 0.5, mask > 0.5, agent_dead > 0.5
+        done, won, timeout = done[:, 0] > 0.5, won[:, 0] > 0.5, timeout[:, 0] > 0.5
         live = self._live
         sat_out = ~live
         if self.dead_wait:  # every agent's episode is the battle
@@ -245,12 +297,19 @@ class SmaxBatch:
                           trunc.reshape(-1), sat_out.reshape(-1), x.reshape(self.n, -1),
                           action_mask=self.action_mask, next_action_mask=next_mask.reshape(self.n, -1))
 
+    @property
+    def battle_state(self):
+        """The battles' JaxMARL state (a pytree with a leading env axis), for tests and inspection."""
+        return self._unpack(self._state)
+
     def close(self):
         self._state = self._pending = None
 
 
 class SmaxFactory:
     """Picklable factory for one scenario; `make_batch` is what runners call (EnvMaker.batch)."""
+
+    steps_asynchronously = True  # its batches have step_async / step_wait (runners may split them in lanes)
 
     def __init__(self, scenario: str):
         self.scenario = scenario

@@ -58,7 +58,13 @@ class RunnersConfig(Strict):
     envs_per_runner: int = Field(8, ge=1, description="envs stepped together, one forward pass per step")
     num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per runner actor")
     weight_sync_interval: int = Field(400, ge=1, description="runner env steps between weight pulls")
+    weight_sync_min_interval_s: float = Field(
+        0.05, ge=0, description="and at least this long between them (a fast vectorized env would otherwise ask "
+        "the learner hundreds of times a second)")
     ship_interval: int = Field(64, ge=1, description="runner steps between shipments of sequences to replay")
+    env_groups: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="lanes a runner's envs are split into, one stepping while the loop serves the other "
+        "(only batches that step asynchronously gain); auto: 2 for those with >= 64 envs, else 1")
     epsilon_base: float = Field(0.4, gt=0, le=1, description="Ape-X eps_i = base^(1 + alpha*i/(N-1))")
     epsilon_alpha: float = Field(7.0, ge=0)
     epsilon_warmup_steps: int = Field(

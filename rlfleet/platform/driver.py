@@ -147,7 +147,8 @@ class Experiment:
             self.epsilons[i * n * self.env_spec.agents:(i + 1) * n * self.env_spec.agents],
             self.shards, self.learner, weights, cfg.runners.ship_interval, cfg.runners.weight_sync_interval, seed,
             epsilon_warmup_steps=cfg.runners.epsilon_warmup_steps // cfg.runners.num_runners,
-            epsilon_warmup_done=self.env_steps // cfg.runners.num_runners)
+            epsilon_warmup_done=self.env_steps // cfg.runners.num_runners, env_groups=cfg.runners.env_groups,
+            weight_sync_min_interval_s=cfg.runners.weight_sync_min_interval_s)
         self.runners[i].start.remote()
         self.last_runner_steps[i] = 0
         self.node_refs[i] = self.runners[i].__ray_call__.remote(_node_id)
