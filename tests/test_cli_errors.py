@@ -99,3 +99,12 @@ def test_missing_optional_dependency_names_the_extra(blocked, args, extra):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     line = _check_one_line(p.returncode, p.stderr)
     assert f"pip install 'rlfleet[{extra}]'" in line, line
+
+
+def test_lanes_for_a_turn_based_env_are_refused_up_front(tmp_path):
+    """Checked once the env is built, so after Ray started (whose own log lines may precede it)."""
+    cfg = dict(TINY, env={"id": "pz:pettingzoo.classic.tictactoe_v3"}, runners={**TINY["runners"], "env_groups": 2})
+    code, _, err = _run("train", _write(tmp_path, cfg))
+    assert code == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("rlfleet: error")]
+    assert len(lines) == 1 and "runners.env_groups" in lines[0] and "turn-based" in lines[0], err

@@ -103,6 +103,9 @@ class Experiment:
                 f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
         except Exception as e:
             raise UserError(f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
+        if self.env_spec.turn_based and cfg.runners.env_groups not in ("auto", 1):
+            raise UserError(f"runners.env_groups is {cfg.runners.env_groups}, but {cfg.env.id!r} is turn-based: its "
+                            f"runner loop steps one batch (use 1 or auto)")
         self.run_dir = run_dir or new_run_dir(cfg)
         self.resume = resume
         (self.run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
