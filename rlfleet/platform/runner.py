@@ -73,7 +73,6 @@ class Lane:
         self.step_async = getattr(envs, "step_async", None)
         self.since_ship = 0
         self.builder = None
-        self.record = None  # the last transition, not stored yet
 
     def __len__(self):
         return len(self.envs)
