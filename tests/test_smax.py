@@ -154,7 +154,8 @@ def run_collecting(env_async: bool, n: int = 6) -> list[dict]:
     runner = Collecting(0, maker, RandomPolicy, None, SequenceLayout(0, 4, 2), apex_epsilons(9), shards=[],
                         learner=None, weights=(0, {}), ship_interval=20, weight_sync_interval=10**9, seed=5)
     if not env_async:
-        runner.envs = Synchronous(runner.envs)
+        runner.groups = [Synchronous(g) for g in runner.groups]
+    assert bool(getattr(runner.groups[0], "step_async", None)) == env_async
     runner._run()
     return shipped
 
@@ -177,6 +178,7 @@ class ObsPolicy:
 
     def __init__(self, spec, limit, box):
         self.num_actions, self.limit, self.box, self.calls = spec.num_actions, limit, box, 0
+        self.epsilons = []  # what each act call was given
 
     def initial_state(self, n):
         return (np.zeros((n, 2), np.float32),)
@@ -186,6 +188,7 @@ class ObsPolicy:
 
     def act(self, obs, prev_action, prev_reward, state, epsilon, rng, action_mask=None):
         self.calls += 1
+        self.epsilons.append(np.array(epsilon))
         if self.calls == self.limit:
             self.box[0]._stop.set()
         want = (np.abs(obs).sum(axis=1) * 1000).astype(np.int64) % self.num_actions
@@ -222,6 +225,12 @@ def test_two_lanes_ship_what_each_group_alone_would_ship():
     key = lambda seq: b"".join(np.ascontiguousarray(seq[k]).tobytes() for k in sorted(seq))  # noqa: E731
     both, shipped = run_lanes(4, 2, seed=11, ship_interval=24, iterations=30)
     assert [len(g) for g in both.groups] == [6, 6]
+    # the lanes take turns and each explores with its own slots' Ape-X epsilons
+    from rlfleet.platform.runner import apex_epsilons
+
+    eps = apex_epsilons(12)
+    for i, got in enumerate(both.policy.epsilons):
+        np.testing.assert_array_equal(got, eps[6 * (i % 2):6 * (i % 2) + 6])
     alone = [run_lanes(2, "auto", seed=s, ship_interval=12, iterations=30)[1] for s in (11, 13)]
     assert sorted(map(key, shipped)) == sorted(key(q) for part in alone for q in part)
     assert len(shipped) > 40 and sum(q[B.MASK].sum() for q in shipped) > 200

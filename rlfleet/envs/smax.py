@@ -94,9 +94,11 @@ def env_keys(seed: int, n: int):
 
 @functools.lru_cache(maxsize=None)
 def _encoders(env, agent_id: bool, global_state: bool):
-    """Jitted per-env reset and step returning encoded slot arrays [K, obs_dim] (the observation,
-    then the world state if asked, then the agent one-hot), so one device->host copy per step.
-    Cached per env config so batches of the same config (evaluators, tests) share compilations."""
+    """(batch reset, batch step, reset_one, step_one, unpack). reset_one / step_one are the per-env
+    functions, returning the state pytree and encoded slot arrays [K, obs_dim] (the observation, then
+    the world state if asked, then the agent one-hot); the batch versions are them vmapped and jitted
+    on packed arrays (below); unpack turns a packed batch state back into the pytree. Cached per env
+    config so batches of the same config (evaluators, tests) share compilations."""
     import jax
     import jax.numpy as jnp
 
@@ -229,6 +231,7 @@ class SmaxBatch:
                 ("mask", K * num_actions), ("reward", K), ("agent_dead", K), ("done", 1), ("won", 1), ("timeout", 1)]
         ends = np.cumsum([d for _, d in dims])
         self._out_slices = [slice(e - d, e) for e, (_, d) in zip(ends, dims)]
+        self._out_width = int(ends[-1])
         self._pending = None  # the outputs of a step started by step_async
         self.action_mask = np.ones((self.n, num_actions), bool)
         self.world_state = np.zeros((n, self.state_dim), np.float32)
@@ -276,6 +279,8 @@ class SmaxBatch:
             raise RuntimeError("SmaxBatch.step_wait without step_async")
         (out,), self._pending = self._pending, None
         out = np.asarray(out)  # waits for XLA; a view of the CPU buffer (jax.device_get costs ~100 us more)
+        if out.shape[1] != self._out_width:  # the slices would silently shift
+            raise RuntimeError(f"SMAX step output has {out.shape[1]} columns, expected {self._out_width}")
         next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = (
             out[:, s] for s in self._out_slices)
         next_mask, mask, agent_dead = next_mask > 0.5, mask > 0.5, agent_dead > 0.5

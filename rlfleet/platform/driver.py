@@ -23,7 +23,7 @@ from rlfleet.platform.metrics import MetricsLogger
 from rlfleet.platform.placement import (TRIAL_DRIVER_BUNDLE, Placement, actor_runtime_env, check_cluster_resources,
                                         custom_resource_totals, node_info)
 from rlfleet.platform.registry import resolve_algorithm
-from rlfleet.platform.runner import EnvRunner, apex_epsilons
+from rlfleet.platform.runner import EnvRunner, apex_epsilons, env_group_sizes
 
 TICK_S = 0.25
 
@@ -103,7 +103,9 @@ class Experiment:
                 f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
         except Exception as e:
             raise UserError(f"env {cfg.env.id!r} could not be created: {type(e).__name__}: {e}") from None
-        if self.env_spec.turn_based and cfg.runners.env_groups not in ("auto", 1):
+        if self.env_spec.turn_based and len(env_group_sizes(
+                cfg.runners.envs_per_runner, cfg.runners.env_groups,
+                getattr(self.env_maker.factory, "steps_asynchronously", False))) > 1:
             raise UserError(f"runners.env_groups is {cfg.runners.env_groups}, but {cfg.env.id!r} is turn-based: its "
                             f"runner loop steps one batch (use 1 or auto)")
         self.run_dir = run_dir or new_run_dir(cfg)

@@ -35,7 +35,8 @@ def env_group_sizes(num_envs: int, env_groups: int | str, asynchronous: bool) ->
     """How a runner's envs split into lanes (see `Lane`). "auto": two groups when the batch steps
     asynchronously and each group keeps >= 32 envs, else one. SMAX 3m on 2 cores, a runner actor of
     64 envs: 117-143k agent steps/s in 2 lanes, 107k in one; 3 lanes and 8 envs in 2 lanes were
-    slower than 2 and 1 (each XLA call and each loop pass has a fixed cost)."""
+    slower than 2 and 1 (each XLA call and each loop pass has a fixed cost). An odd count gives
+    lanes one env apart, each size compiled once (JAX caches compilations on disk)."""
     if env_groups == "auto":
         env_groups = 2 if asynchronous and num_envs >= 64 else 1
     env_groups = max(1, min(int(env_groups), num_envs))
@@ -90,8 +91,7 @@ class EnvRunner:
         num_envs = len(epsilons) // env_maker.agents_per_env()
         groups = env_group_sizes(num_envs, env_groups, getattr(env_maker.factory, "steps_asynchronously", False))
         self.groups = [env_maker.batch(k, seed + sum(groups[:g])) for g, k in enumerate(groups)]
-        self.envs = self.groups[0]
-        self.spec = self.envs.spec
+        self.spec = self.groups[0].spec
         self.policy = make_policy(algo_cfg, self.spec)
         self.version = -1
         self._load(weights)
@@ -240,10 +240,11 @@ class EnvRunner:
 
         if len(self.groups) > 1:
             raise ValueError("runners.env_groups must be 1 for turn-based envs (their loop steps one batch)")
-        n = len(self.envs)
-        obs, legal, init, state, prev_a, prev_r, ep_ret, ep_len = self._start(self.envs)
-        acting = self.envs.acting
-        lane = Lane(self.envs, slice(None), self.ship_interval)
+        envs = self.groups[0]
+        n = len(envs)
+        obs, legal, init, state, prev_a, prev_r, ep_ret, ep_len = self._start(envs)
+        acting = envs.acting
+        lane = Lane(envs, slice(None), self.ship_interval)
         builder = lane.builder = TurnSequenceBuilder(self.layout, n, self._input_columns())
         split = self.split
         while not self._stop.is_set():
@@ -253,7 +254,7 @@ class EnvRunner:
             inputs = {B.OBS: obs} if legal is None else {B.OBS: obs, B.ACTION_MASK: legal}
             builder.act(idx, inputs, before, actions)
             prev_a[idx] = actions[idx]
-            res = self.envs.step(actions)
+            res = envs.step(actions)
             split.mark("env")
             completed = np.flatnonzero(~res.reset_step)
             next_inputs = {B.OBS: res.next_obs}
