@@ -231,7 +231,6 @@ class SmaxBatch:
                 ("mask", K * num_actions), ("reward", K), ("agent_dead", K), ("done", 1), ("won", 1), ("timeout", 1)]
         ends = np.cumsum([d for _, d in dims])
         self._out_slices = [slice(e - d, e) for e, (_, d) in zip(ends, dims)]
-        self._out_width = int(ends[-1])
         self._pending = None  # the outputs of a step started by step_async
         self.action_mask = np.ones((self.n, num_actions), bool)
         self.world_state = np.zeros((n, self.state_dim), np.float32)
@@ -279,8 +278,8 @@ class SmaxBatch:
             raise RuntimeError("SmaxBatch.step_wait without step_async")
         (out,), self._pending = self._pending, None
         out = np.asarray(out)  # waits for XLA; a view of the CPU buffer (jax.device_get costs ~100 us more)
-        if out.shape[1] != self._out_width:  # the slices would silently shift
-            raise RuntimeError(f"SMAX step output has {out.shape[1]} columns, expected {self._out_width}")
+        if out.shape[1] != self._out_slices[-1].stop:  # the slices would silently shift
+            raise RuntimeError(f"SMAX step output has {out.shape[1]} columns, expected {self._out_slices[-1].stop}")
         next_x, next_mask, x, ws, mask, reward, agent_dead, done, won, timeout = (
             out[:, s] for s in self._out_slices)
         next_mask, mask, agent_dead = next_mask > 0.5, mask > 0.5, agent_dead > 0.5
