@@ -24,7 +24,8 @@ ENABLED = numba is not None and os.environ.get("RLFLEET_NUMBA", "1") != "0"
 def _slot_attention(p, zt, mhat, sa, k, d, m_out, u_out):  # pragma: no cover (compiled)
     """m_pre = mhat + z; one softmax over the slots per row i of the slot self-attention (logits
     (p_A,i + (zA)_i) . m_pre_j) and one for gamma (logits z_j . (s W_gamma)); m = m_pre + attention
-    over (p_V + zW_v); u = sum_j gamma_j (z_j W'_v). Column blocks as in NumpyRetrievalStep."""
+    over (p_V + zW_v) (the caller applies the memory's tanh); u = sum_j gamma_j (z_j W'_v). Column
+    blocks as in NumpyRetrievalStep."""
     b, ms = sa.shape[0], mhat.shape[1]
     e_size = u_out.shape[1]
     m_pre = np.empty((k, ms), np.float32)

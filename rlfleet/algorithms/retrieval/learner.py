@@ -92,20 +92,23 @@ class OfflineRDQN:
 
 
 def train_offline(cfg: RDQNOfflineConfig, train: "TrajectoryDataset", retrieval_pool: "TrajectoryDataset | None",  # noqa: F821
-                  seed: int = 0, log_every: int = 0) -> OfflineRDQN:
+                  seed: int = 0, log_every: int = 0, train_offset: int | None = None) -> OfflineRDQN:
     """`cfg.updates` updates on episodes of `train`; retrieval batches come from `retrieval_pool`
-    (single-level: `train` itself; multi-level: every level's data). When the pool is `train`,
-    the episodes of the current batch are excluded from its retrieval batch."""
+    (single-level: `train` itself; multi-level: every level's data). The episodes of the current
+    batch are excluded from its retrieval batch (an agent must not retrieve its own future):
+    `train_offset` is where `train`'s episodes start in the pool (0 when the pool is `train`
+    itself, `TrajectoryDataset.concat`'s position of it for a multi-level pool; None: not in it)."""
     rng = np.random.default_rng(seed)
     learner = OfflineRDQN(cfg, train.obs_shape, train.num_actions, seed)
-    same = retrieval_pool is train
+    if train_offset is None and retrieval_pool is train:
+        train_offset = 0
     for u in range(cfg.updates):
         idx = rng.integers(0, len(train), cfg.batch_size)
         batch = train.sequence_batch(idx, cfg.max_episode_len, rng)
         rset = None
         if learner.uses_retrieval:
             rset = retrieval_pool.sample_retrieval(cfg.retrieval.retrieval_batch, rng, cfg.max_episode_len + 1,
-                                                   exclude=idx if same else None)
+                                                   exclude=None if train_offset is None else idx + train_offset)
         stats = learner.update(batch, rset)
         if log_every and (u + 1) % log_every == 0:
             print(f"update {u + 1}: " + " ".join(f"{k}={v:.4f}" for k, v in stats.items()), flush=True)

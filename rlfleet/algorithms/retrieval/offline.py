@@ -140,16 +140,29 @@ def policy_for(learner, pool: TrajectoryDataset | None, cfg: RDQNOfflineConfig, 
 
 
 def run_variant(variant: str, base: RDQNOfflineConfig, datasets: list[TrajectoryDataset], level_idx: int, seed: int,
-                eval_episodes: int, index: bool = False) -> dict:
-    """Train one variant on level `level_idx`'s data and evaluate it there."""
+                eval_episodes: int, index: bool = False, eval_draws: int = 3) -> dict:
+    """Train one variant on level `level_idx`'s data and evaluate it there (retrieval variants:
+    the episodes split over `eval_draws` uniform retrieval batches)."""
     cfg = variant_config(base, variant)
     train = datasets[level_idx]
     pool = None if variant == "dqn" else train if variant == "single" else TrajectoryDataset.concat(datasets)
+    offset = sum(len(d) for d in datasets[:level_idx]) if variant.startswith("multi") else None  # train's place in concat
     t0 = time.perf_counter()
-    learner = train_offline(cfg, train, pool, seed=seed)
+    learner = train_offline(cfg, train, pool, seed=seed, train_offset=offset)
     train_s = time.perf_counter() - t0
     policy = policy_for(learner, pool, cfg, seed, index=index)
-    success = evaluate(policy, train.name, eval_episodes, seed)
+    if pool is None or index:
+        success = evaluate(policy, train.name, eval_episodes, seed)
+    else:  # a fresh uniform retrieval batch per share of the episodes, as in training (one draw for
+        # all of them would make a level's score hinge on which few trajectories that draw held)
+        rng = np.random.default_rng([seed, 7])  # draws after policy_for's first one
+        shares = [len(a) for a in np.array_split(np.arange(eval_episodes), min(eval_draws, eval_episodes))]
+        success = 0.0
+        for d, n in enumerate(shares):
+            if d:
+                policy.set_retrieval_set(pool.sample_retrieval(cfg.retrieval.retrieval_batch, rng, cfg.max_episode_len + 1))
+            success += n * evaluate(policy, train.name, n, seed + 1000 * d)
+        success /= eval_episodes
     return {"variant": variant, "level": train.name, "seed": seed, "episodes": len(train),
             "updates": cfg.updates, "train_s": round(train_s, 2), "success": success}
 

@@ -40,7 +40,8 @@ class NumpyRetrievalStep:
     - the slot GRU's r/z gates are pre-halved (sigmoid(x) = (tanh(x/2) + 1)/2) and its input
       projection runs once per row, not once per (row, slot).
     The top-k trajectories are ranked by unnormalized attention mass (the same order), and the
-    kept steps' weights are their exp(logit) renormalized, which is their softmax."""
+    kept steps' weights are their exp(logit) renormalized, which is their softmax. The new memory
+    is bounded by tanh, as in the torch step."""
 
     use_kernel = True  # compiled loops when numba is installed (kernels.py); False: numpy only
 
@@ -112,6 +113,7 @@ class NumpyRetrievalStep:
         att = np.exp(logits - np.maximum.reduce(logits, axis=-1, keepdims=True))
         att /= np.add.reduce(att, axis=-1, keepdims=True)
         m = m_pre + att[:, :k] @ (p[:, d + ms:] + zt[:, 2 * ms:3 * ms]).reshape(b, k, ms)
+        np.tanh(m, out=m)  # the memory's bound
         u = (att[:, k:] @ zt[:, 3 * ms:].reshape(b, k, -1))[:, 0]
         return u, m.reshape(b, k * ms)
 
@@ -129,6 +131,7 @@ class NumpyRetrievalStep:
         kernels.top_k_read(e, self.starts, self.k1, self.k2, self.table, zt)
         m_out, u = np.empty((b, k * ms), np.float32), np.empty((b, self.table.shape[1] - 3 * ms), np.float32)
         kernels.slot_attention(p, zt, mhat, sa, k, d, m_out, u)
+        np.tanh(m_out, out=m_out)
         return u, m_out
 
     def _slot_gru(self, s: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
