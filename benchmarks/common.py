@@ -45,7 +45,9 @@ def command_line(name: str, argv: list[str] | None = None) -> str:
     return "python " + " ".join([f"benchmarks/{name}.py"] + (sys.argv[1:] if argv is None else argv))
 
 
-def write_results(name: str, rows: list[dict], summary: dict, argv: list[str] | None = None) -> Path:
+def write_results(name: str, rows: list[dict], summary: dict, argv: list[str] | None = None,
+                  file_name: str | None = None) -> Path:
+    """benchmarks/results/NAME.json (or FILE_NAME.json: a second results file of script NAME)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = {
         "benchmark": name,
@@ -56,7 +58,7 @@ def write_results(name: str, rows: list[dict], summary: dict, argv: list[str] | 
         "rows": rows,
         "summary": summary,
     }
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{file_name or name}.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(out, indent=1))
     os.replace(tmp, path)

@@ -80,7 +80,7 @@ def summarize(rows: list[dict], latency: dict | None) -> dict:
 def write_latency(path: Path, rows: list[dict], latency: dict, argv) -> None:
     """--latency-only: the new latency rows and summary entries; everything else of the file kept."""
     if not path.exists():
-        write_results(path.stem, rows, summarize(rows, latency), argv)
+        write_results("retrieval_babyai", rows, summarize(rows, latency), argv, file_name=path.stem)
         return
     out = json.loads(path.read_text())
     out["rows"] = rows
@@ -209,9 +209,9 @@ def main(argv=None) -> int:
                                  "beta": args.beta, "metric": "success", "value": r["success"]})
                     print(f"[{time.perf_counter() - t_start:.0f}s] {setting} seed {seed} {variant}: "
                           f"success {r['success']:.2f} ({r['train_s']:.0f} s training)", flush=True)
-                    write_results(path.stem, rows, summarize(rows, latency), argv)
+                    write_results("retrieval_babyai", rows, summarize(rows, latency), argv, file_name=path.stem)
     summary = summarize(rows, latency)
-    write_results(path.stem, rows, summary, argv)
+    write_results("retrieval_babyai", rows, summary, argv, file_name=path.stem)
     print_table(rows, levels, sizes, variants, summary, args.beta)
     print(f"wrote {path}")
     return 0

@@ -25,7 +25,8 @@ every row's query became the same vector after ~5 steps, and the prior r(z | m) 
 made the KL term explode. tanh keeps it in the GRU's own range (-1, 1); a LayerNorm there instead
 stopped the constructed task-identification test from learning where to attend. The KL is averaged over z's dimensions (the loss's
 beta then does not scale with slot_size: summed over 64 dimensions, beta 0.3 outweighed the RL
-loss by ~100x), and the prior starts at sigma 1 (the posterior at ~0.14, so z carries g at first).
+loss by ~100x), and the prior starts at sigma ~1 (its log-sigma bias at PyTorch's default init, near 0;
+the posterior's at -2, sigma ~0.14, so z carries g at first).
 """
 from __future__ import annotations
 

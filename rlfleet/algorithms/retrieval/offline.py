@@ -155,7 +155,7 @@ def run_variant(variant: str, base: RDQNOfflineConfig, datasets: list[Trajectory
         success = evaluate(policy, train.name, eval_episodes, seed)
     else:  # a fresh uniform retrieval batch per share of the episodes, as in training (one draw for
         # all of them would make a level's score hinge on which few trajectories that draw held)
-        rng = np.random.default_rng([seed, 7])  # draws after policy_for's first one
+        rng = np.random.default_rng([seed, 7])  # a stream of its own (policy_for drew the first set)
         shares = [len(a) for a in np.array_split(np.arange(eval_episodes), min(eval_draws, eval_episodes))]
         success = 0.0
         for d, n in enumerate(shares):
