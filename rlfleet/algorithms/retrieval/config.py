@@ -23,7 +23,7 @@ class RetrievalConfig(BaseModel):
     top_k_trajectories: int = Field(10, ge=1, description="keep the trajectories with the most attention mass")
     top_k_steps: int = Field(10, ge=1, description="then the steps with the most attention among them")
     bottleneck: bool = Field(True, description="z ~ N(mu(g), sigma(g)) with a KL to r(z|m_{t-1}); False = z = W g")
-    beta: float = Field(0.3, ge=0, description="weight of the information-bottleneck KL term")
+    beta: float = Field(0.3, ge=0, description="weight of the information-bottleneck KL term (KL averaged over z's dimensions and the slots)")
     retrieval_batch: int = Field(32, ge=1, description="trajectories in one uniformly sampled retrieval batch")
     source: Literal["batch", "index"] = Field(
         "batch", description="batch: attend inside a uniform retrieval batch (paper); index: ANN candidates over the whole dataset")

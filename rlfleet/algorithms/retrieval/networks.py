@@ -23,10 +23,11 @@ plus a residual self-attention has no bound. Without it the memory's size grew ~
 over 0 -> 10 -> 40 steps, the GRU passed it through (its update gate keeps the hidden state),
 every row's query became the same vector after ~5 steps, and the prior r(z | m) conditioned on it
 made the KL term explode. tanh keeps it in the GRU's own range (-1, 1); a LayerNorm there instead
-stopped the constructed task-identification test from learning where to attend. The KL is averaged over z's dimensions (the loss's
-beta then does not scale with slot_size: summed over 64 dimensions, beta 0.3 outweighed the RL
-loss by ~100x), and the prior starts at sigma ~1 (its log-sigma bias at PyTorch's default init, near 0;
-the posterior's at -2, sigma ~0.14, so z carries g at first).
+stopped the constructed task-identification test from learning where to attend.
+
+The KL is averaged over z's dimensions, so the loss's beta does not scale with slot_size (summed
+over 64 dimensions, beta 0.3 outweighed the RL loss by ~100x). The prior starts at sigma ~1 (its
+log-sigma bias at PyTorch's default init, near 0), the posterior at ~0.14 (-2), so z carries g at first.
 """
 from __future__ import annotations
 
